@@ -1,0 +1,1 @@
+"""Analysis stage: scorers, flip registry, statistics and report."""

@@ -1,0 +1,167 @@
+"""The batchsafe command line: parses arguments and dispatches to the stages.
+
+Exit codes: 0 success, 1 a check failed or plans differ, 2 bad input or usage.
+No traceback reaches the user for bad input: stage errors are reported as text.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+
+def _err() -> Console:
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _out() -> Console:
+    return Console(highlight=False, soft_wrap=True)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Schema and reference checks of a spec, without reading data files."""
+    from compiler.checks import Checker
+    from compiler.compile import load_spec
+    from compiler.diagnostics import SpecError
+
+    spec, doc = load_spec(args.spec)
+    diags = Checker(spec, doc, allow_unpinned=args.allow_unpinned).run()
+    if diags:
+        raise SpecError(diags)
+    _out().print(f"ok: {args.spec}: {len(spec.phases)} phases, {len(spec.tasks)} tasks, "
+                 f"{len(spec.models)} models, {len(spec.engines)} engines")
+    return EXIT_OK
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    """Compile a spec into plan.lock.json."""
+    from compiler.compile import compile_spec
+
+    plan = compile_spec(args.spec, args.data_dir, allow_unpinned=args.allow_unpinned)
+    out = Path(args.output or Path(args.spec).with_suffix("").name + ".plan.lock.json")
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_bytes(plan.to_bytes())
+    tmp.replace(out)
+    _out().print(f"wrote {out}: {len(plan.samples)} samples in {len(plan.groups)} groups, plan_hash {plan.plan_hash}")
+    if plan.unpinned:
+        _err().print(f"warning: {len(plan.unpinned)} unpinned references recorded (--allow-unpinned)")
+    return EXIT_OK
+
+
+def _plan_table(plan) -> Table:  # type: ignore[no-untyped-def]
+    table = Table(title=f"{plan.experiment.get('id')}  {plan.plan_hash}")
+    for col in ("phase", "kind", "engine", "dispatch", "models", "prompts", "conditions", "groups", "samples"):
+        table.add_column(col, justify="right" if col in ("prompts", "conditions", "groups", "samples") else "left")
+    for p in plan.phases:
+        table.add_row(p.id, p.kind, p.engine, p.dispatch, ", ".join(p.models), str(p.prompts), str(p.conditions),
+                      str(p.groups), str(p.samples))
+    table.add_row("total", "", "", "", "", str(len(plan.prompts)), "", str(len(plan.groups)), str(len(plan.samples)))
+    return table
+
+
+def cmd_plan_show(args: argparse.Namespace) -> int:
+    """Summarise a plan, as a table or JSON."""
+    from compiler.plan import load_plan
+
+    plan = load_plan(args.plan)
+    if args.json:
+        print(json.dumps(plan.summary(), indent=2, sort_keys=True))
+        return EXIT_OK
+    con = _out()
+    con.print(_plan_table(plan))
+    for note, items in (("unpinned (--allow-unpinned)", plan.unpinned), ("resolved at run time", plan.resolved_at_run)):
+        if items:
+            con.print(f"{note}:")
+            for item in items:
+                con.print(f"  {item}")
+    return EXIT_OK
+
+
+def cmd_plan_diff(args: argparse.Namespace) -> int:
+    """What changed between two plans; exit 1 when they differ."""
+    from compiler.plan import load_plan
+    from compiler.plandiff import diff_plans
+
+    diff = diff_plans(load_plan(args.a), load_plan(args.b))
+    if args.json:
+        print(diff.model_dump_json(indent=2))
+        return EXIT_OK if diff.same else EXIT_FAIL
+    con = _out()
+    if diff.same:
+        con.print(f"identical plans ({diff.plan_hash[0]})")
+        return EXIT_OK
+    con.print(f"plan_hash {diff.plan_hash[0]} -> {diff.plan_hash[1]}")
+    for section in ("settings", "inputs", "phases", "engines", "models"):
+        for ch in getattr(diff, section):
+            con.print(f"  {ch.where}: {json.dumps(ch.a)} -> {json.dumps(ch.b)}")
+    if diff.prompts_added or diff.prompts_removed:
+        con.print(f"  prompts: +{len(diff.prompts_added)} -{len(diff.prompts_removed)}")
+    con.print(f"  samples: +{diff.samples_added} -{diff.samples_removed}, regrouped {diff.samples_regrouped}")
+    return EXIT_FAIL
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    from batchsafe import __version__
+
+    parser = argparse.ArgumentParser(prog="batchsafe", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"batchsafe {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("validate", help="check a spec (schema and references)")
+    p.add_argument("spec")
+    p.add_argument("--allow-unpinned", action="store_true", help="record unpinned images/revisions instead of refusing them")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("compile", help="compile a spec and its data into a locked plan")
+    p.add_argument("spec")
+    p.add_argument("--data-dir", help="directory holding the datasets (default: $BATCHSAFE_DATA)")
+    p.add_argument("-o", "--output", help="plan file (default: <spec name>.plan.lock.json)")
+    p.add_argument("--allow-unpinned", action="store_true", help="record unpinned images/revisions instead of refusing them")
+    p.set_defaults(func=cmd_compile)
+
+    plan = sub.add_parser("plan", help="inspect locked plans").add_subparsers(dest="plan_command", required=True)
+    p = plan.add_parser("show", help="summarise a plan")
+    p.add_argument("plan")
+    p.add_argument("--json", action="store_true", help="machine-readable summary")
+    p.set_defaults(func=cmd_plan_show)
+    p = plan.add_parser("diff", help="what changed between two plans (exit 1 when they differ)")
+    p.add_argument("a")
+    p.add_argument("b")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_plan_diff)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``batchsafe`` console script."""
+    from compiler.diagnostics import SpecError
+    from compiler.plan import PlanError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except SpecError as exc:
+        err = _err()
+        for diag in exc.diagnostics:
+            err.print(diag.format(), markup=False)
+        err.print(f"{len(exc.diagnostics)} error{'s' if len(exc.diagnostics) != 1 else ''}", markup=False)
+        return EXIT_USAGE
+    except PlanError as exc:
+        _err().print(f"error: {exc}", markup=False)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        _err().print("interrupted", markup=False)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

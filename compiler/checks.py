@@ -1,0 +1,202 @@
+"""Semantic checks that JSON Schema cannot express: references between sections,
+engine/model compatibility and pinning. Every problem becomes a positioned
+Diagnostic; all of them are collected before anything is reported.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from typing import Any
+
+from analysis.registry import SCORERS, check_ref, parse_ref
+
+from .datasets import format_fields
+from .diagnostics import Diagnostic
+from .render import SPECIAL_FIELDS, placeholders
+from .spec import LlamaCppEngine, OllamaEngine, Phase, Spec, TransformersEngine, VLLMEngine
+from .yamlspec import LocatedDoc, diag_at
+
+#: Dispatch modes each engine kind implements.
+ENGINE_MODES = {
+    "vllm": ("sequential", "synchronized", "prompt_list", "concurrent"),
+    "ollama": ("sequential", "concurrent"),
+    "llamacpp": ("sequential", "synchronized", "prompt_list"),
+    "transformers": ("sequential", "prompt_list"),
+}
+
+#: Axes each phase kind must set.
+KIND_AXES = {
+    "batch_size": ("batch_sizes",),
+    "true_batch": ("batch_sizes",),
+    "cobatch": ("cobatch",),
+    "quant_concurrency": ("quants", "concurrency"),
+    "kernel_ablation": ("kernel",),
+    "repeat_floor": (),
+}
+
+
+def _hint(name: str, known: Iterable[str]) -> str:
+    known = sorted(known)
+    close = difflib.get_close_matches(name, known, n=1)
+    if close:
+        return f"did you mean {close[0]!r}?"
+    return "defined: " + (", ".join(known) if known else "(none)")
+
+
+class Checker:
+    """Collects diagnostics for one resolved spec."""
+
+    def __init__(self, spec: Spec, doc: LocatedDoc, allow_unpinned: bool) -> None:
+        self.spec, self.doc, self.allow_unpinned = spec, doc, allow_unpinned
+        self.diags: list[Diagnostic] = []
+        self.unpinned: list[str] = []
+        self.resolved_at_run: list[str] = []
+
+    def error(self, path: tuple[Any, ...], code: str, message: str, hint: str = "") -> None:
+        """Record one diagnostic at ``path``."""
+        self.diags.append(diag_at(self.doc, path, code, message, hint))
+
+    def ref(self, path: tuple[Any, ...], name: str, section: str) -> bool:
+        """Check that ``name`` is a key of the spec section ``section``."""
+        table = getattr(self.spec, section)
+        if name in table:
+            return True
+        self.error(path, "unknown-name", f"unknown {section[:-1]} {name!r}", _hint(name, table))
+        return False
+
+    def pin(self, path: tuple[Any, ...], what: str, pinned: bool) -> None:
+        """Refuse an unpinned reference, or record it under --allow-unpinned."""
+        if pinned:
+            return
+        if self.allow_unpinned:
+            self.unpinned.append(what)
+        else:
+            self.error(path, "unpinned", f"{what} is not pinned", "pin it by digest/revision, or compile with --allow-unpinned")
+
+    def run(self) -> list[Diagnostic]:
+        """Run every check; return the diagnostics (empty when the spec is sound)."""
+        for name, task in self.spec.tasks.items():
+            self.check_task(name, task)
+        seen: dict[str, int] = {}
+        for i, phase in enumerate(self.spec.phases):
+            if phase.id in seen:
+                self.error(("phases", i, "id"), "duplicate-id", f"phase id {phase.id!r} is used twice",
+                           f"first used at phases[{seen[phase.id]}]")
+            seen.setdefault(phase.id, i)
+            self.check_phase(i, phase)
+        tseen: dict[str, int] = {}
+        for i, target in enumerate(self.spec.targets):
+            if target.id in tseen:
+                self.error(("targets", i, "id"), "duplicate-id", f"target id {target.id!r} is used twice",
+                           f"first used at targets[{tseen[target.id]}]")
+            tseen.setdefault(target.id, i)
+            if target.op == "between":
+                if target.low is None or target.high is None:
+                    self.error(("targets", i), "missing-key", "op 'between' needs low and high")
+            elif target.value is None:
+                self.error(("targets", i), "missing-key", f"op {target.op!r} needs a value")
+            if target.metric.split(".")[0] not in ("plan", "stats"):
+                self.error(("targets", i, "metric"), "invalid-value",
+                           f"metric {target.metric!r} must start with plan. or stats.")
+        return self.diags
+
+    def check_task(self, name: str, task: Any) -> None:
+        """References, scorer registration, template fields and selection shape of one task."""
+        base = ("tasks", name)
+        problem = check_ref(task.scorer)
+        if problem:
+            sname = parse_ref(task.scorer)[0]
+            self.error(base + ("scorer",), "unknown-name", problem, _hint(sname, SCORERS) if sname not in SCORERS else "")
+        if not self.ref(base + ("dataset",), task.dataset, "datasets"):
+            return
+        fmt = self.spec.datasets[task.dataset].format
+        fields = set(format_fields(fmt))
+        render = task.render
+        allowed = fields | SPECIAL_FIELDS[render.kind]
+        for field in placeholders(render.template):
+            if field not in allowed:
+                self.error(base + ("render", "template"), "unknown-name",
+                           f"template placeholder {{{field}}} is not a field of {fmt} records", _hint(field, allowed))
+        if render.kind == "jailbreak":
+            if render.goals is None:
+                self.error(base + ("render",), "missing-key", "a jailbreak rendering needs goals")
+            elif self.ref(base + ("render", "goals", "dataset"), render.goals.dataset, "datasets"):
+                gfmt = self.spec.datasets[render.goals.dataset].format
+                if render.goals.field not in format_fields(gfmt):
+                    self.error(base + ("render", "goals", "field"), "unknown-name",
+                               f"{render.goals.field!r} is not a field of {gfmt} records", _hint(render.goals.field, format_fields(gfmt)))
+        sel = task.select
+        if (sel.count is None) == (sel.ids is None):
+            self.error(base + ("select",), "invalid-value", "select needs exactly one of count and ids")
+        if sel.ids is not None and (sel.stratify_by or sel.max_prompt_chars):
+            self.error(base + ("select",), "invalid-value", "stratify_by and max_prompt_chars apply to count selections only")
+        if sel.stratify_by and sel.stratify_by not in fields:
+            self.error(base + ("select", "stratify_by"), "unknown-name",
+                       f"{sel.stratify_by!r} is not a field of {fmt} records", _hint(sel.stratify_by, fields))
+        for key in sel.where:
+            if key not in fields:
+                self.error(base + ("select", "where", key), "unknown-name", f"{key!r} is not a field of {fmt} records", _hint(key, fields))
+
+    def check_phase(self, i: int, phase: Phase) -> None:
+        """References, axes required by the kind, dispatch support, model references and pins."""
+        base = ("phases", i)
+        for j, task in enumerate(phase.tasks):
+            self.ref(base + ("tasks", j), task, "tasks")
+        self._dupes(base + ("tasks",), phase.tasks, "task")
+        self._dupes(base + ("models",), phase.models, "model")
+        if phase.axes.cobatch:
+            for cond, pool in phase.axes.cobatch.fillers.items():
+                for j, task in enumerate(pool.tasks):
+                    self.ref(base + ("axes", "cobatch", "fillers", cond, "tasks", j), task, "tasks")
+        for axis in KIND_AXES[phase.kind]:
+            if getattr(phase.axes, axis) is None:
+                self.error(base + ("axes",), "missing-key", f"a {phase.kind} phase needs axes.{axis}")
+        if phase.kind == "repeat_floor" and phase.axes.repeats < 2:
+            self.error(base + ("axes",), "out-of-range", "a repeat_floor phase needs axes.repeats of at least 2")
+        if not self.ref(base + ("engine",), phase.engine, "engines"):
+            return
+        engine = self.spec.engines[phase.engine]
+        if phase.dispatch not in ENGINE_MODES[engine.kind]:
+            self.error(base + ("dispatch",), "invalid-value",
+                       f"engine kind {engine.kind} does not implement dispatch {phase.dispatch!r}",
+                       "supported: " + ", ".join(ENGINE_MODES[engine.kind]))
+        if isinstance(engine, VLLMEngine):
+            self.pin(base + ("engine",), f"engines.{phase.engine}.image {engine.image}", "@sha256:" in engine.image)
+            if phase.axes.quants:
+                self.error(base + ("axes", "quants"), "invalid-value", "vLLM phases serve the HF checkpoint; quants need ollama or llamacpp")
+        for j, model_name in enumerate(phase.models):
+            if self.ref(base + ("models", j), model_name, "models"):
+                self.check_binding(base + ("models", j), model_name, phase, engine)
+
+    def _dupes(self, path: tuple[Any, ...], items: list[str], what: str) -> None:
+        seen: dict[str, int] = {}
+        for j, item in enumerate(items):
+            if item in seen:
+                self.error(path + (j,), "duplicate-id", f"{what} {item!r} is listed twice", f"first listed at index {seen[item]}")
+            seen.setdefault(item, j)
+
+    def check_binding(self, path: tuple[Any, ...], name: str, phase: Phase, engine: Any) -> None:
+        """The model must have the reference this engine needs, pinned."""
+        model = self.spec.models[name]
+        if isinstance(engine, (VLLMEngine, TransformersEngine)):
+            if model.hf is None and not (isinstance(engine, TransformersEngine) and model.gguf):
+                self.error(path, "missing-key", f"model {name!r} has no hf reference, needed by engine kind {engine.kind}")
+            elif model.hf is not None:
+                self.pin(path, f"models.{name}.hf {model.hf.repo} revision", model.hf.revision is not None)
+        elif isinstance(engine, OllamaEngine):
+            if model.ollama is None:
+                self.error(path, "missing-key", f"model {name!r} has no ollama reference, needed by engine kind ollama")
+                return
+            for quant in phase.axes.quants or list(model.ollama.tags)[:1]:
+                if quant not in model.ollama.tags:
+                    self.error(path, "missing-key", f"model {name!r} has no ollama tag for quant {quant}",
+                               f"add models.{name}.ollama.tags.{quant}")
+                elif quant not in model.ollama.digests:
+                    # Ollama tags are resolved to a manifest digest by the server; the runtime records it.
+                    self.resolved_at_run.append(f"models.{name}.ollama.tags.{quant} {model.ollama.tags[quant]}")
+        elif isinstance(engine, LlamaCppEngine):
+            if model.gguf is None:
+                self.error(path, "missing-key", f"model {name!r} has no gguf reference, needed by engine kind llamacpp")
+                return
+            self.pin(path, f"models.{name}.gguf sha256", model.gguf.sha256 is not None)

@@ -1,0 +1,308 @@
+"""The locked plan: exactly what will run, with what, in which group, from which inputs.
+
+The plan is the compiler's output and the runtime's only input. It separates
+*identity* (what runs: hashed into ``plan_hash``) from *locators* (where things
+are found: model download sources, server endpoints), so a model can move from a
+PyPI package to a local file without changing the plan hash. The plan file holds
+no timestamps and no absolute paths: two compiles of the same inputs are
+byte-identical.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from batchsafe.canonical import canonical_bytes, hash_obj
+
+PLAN_SCHEMA_VERSION = 1
+
+#: Plan fields left out of ``plan_hash``: the hash itself, locators, and the raw spec
+#: texts (they contain locators and comments; the resolved spec without locators is hashed).
+UNHASHED_FIELDS: dict[str, object] = {"plan_hash": True, "locators": True, "spec": {"files": True}}
+
+
+class Frozen(BaseModel):
+    """Base of every plan model: strict, immutable, unknown keys refused."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+
+class SpecFile(Frozen):
+    """One spec file that went into the plan (the spec and the bases it extends)."""
+
+    path: str
+    """Path relative to the main spec's directory (the main spec is its bare file name)."""
+    sha256: str
+    """Digest of the file's bytes."""
+    text: str
+    """The file's exact text."""
+
+
+class SpecInfo(Frozen):
+    """The spec as compiled."""
+
+    sha256: str
+    """Digest of ``resolved`` (canonical JSON)."""
+    files: list[SpecFile]
+    """Spec files, main spec first, with their exact text (not hashed into plan_hash)."""
+    resolved: dict[str, Any]
+    """The extends-merged spec with locators (endpoints, model sources) removed."""
+
+
+class InputFile(Frozen):
+    """A data file read by the compiler."""
+
+    dataset: str
+    """Dataset name in the spec."""
+    path: str
+    """Data-dir-relative POSIX path."""
+    sha256: str
+    """Digest of the file's bytes."""
+    size: int
+    """Size in bytes."""
+    rows: int
+    """Records parsed from the file."""
+    pinned: bool
+    """Whether the spec pinned the digest (and it matched)."""
+
+
+class Message(Frozen):
+    """One chat message."""
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class Prompt(Frozen):
+    """A rendered prompt with everything its scorer needs."""
+
+    id: str
+    """Content-derived id: p_ + 16 hex of the canonical (task, messages, meta) digest."""
+    task: str
+    """Task name."""
+    domain: Literal["safety", "capability"]
+    """Safety or capability arm."""
+    dataset: str
+    """Dataset name."""
+    records: list[str]
+    """Source record ids (two for jailbreak prompts: template and goal)."""
+    messages: list[Message]
+    """Rendered chat messages."""
+    scorer: str
+    """Scorer as name@version."""
+    meta: dict[str, Any]
+    """Scorer metadata: answer keys, correct/incorrect answers, BBQ groups, categories."""
+
+
+class Condition(Frozen):
+    """The serving condition of a sample: one point of its phase's axes."""
+
+    batch_size: int | None = None
+    """Sequences dispatched together (batch-size and true-batch phases)."""
+    cobatch: str | None = None
+    """Co-batch composition (solo, benign, adversarial, safety)."""
+    group_size: int | None = None
+    """Group size of a co-batch condition (1 for solo)."""
+    quant: str | None = None
+    """Quantization variant."""
+    concurrency: int | None = None
+    """Concurrent clients."""
+    kernel: str | None = None
+    """Kernel-flag variant id."""
+    repeat: int = 0
+    """Repeat index (0 is the first run)."""
+
+    def label(self) -> str:
+        """Compact human-readable label, e.g. bs=8 or q=Q2_K,c=4."""
+        parts = []
+        for key, short in (("batch_size", "bs"), ("cobatch", "co"), ("quant", "q"), ("concurrency", "c"), ("kernel", "k")):
+            value = getattr(self, key)
+            if value is not None:
+                parts.append(f"{short}={value}")
+        if self.repeat:
+            parts.append(f"r={self.repeat}")
+        return ",".join(parts) or "default"
+
+
+class Sample(Frozen):
+    """One scored generation the runtime must produce exactly once."""
+
+    id: str
+    """Content-derived id: s_ + 16 hex of (phase, model, condition, prompt)."""
+    phase: str
+    model: str
+    engine: str
+    condition: Condition
+    prompt: str
+    """Prompt id."""
+    baseline: str | None
+    """Sample id this one is compared with; None when the sample is itself a baseline."""
+    group: str
+    """Id of the dispatch group it runs in."""
+    position: int
+    """Position inside that group."""
+
+
+class Member(Frozen):
+    """One sequence of a dispatch group."""
+
+    prompt: str
+    """Prompt id."""
+    sample: str | None
+    """Sample id, or None for a non-scored filler."""
+
+
+class Group(Frozen):
+    """Sequences that run together, in order, in one dispatch."""
+
+    id: str
+    """Content-derived id: g_ + 16 hex."""
+    index: int
+    """Position in the plan's run order."""
+    phase: str
+    model: str
+    engine: str
+    mode: Literal["sequential", "synchronized", "prompt_list", "concurrent"]
+    """Dispatch mode."""
+    condition: Condition
+    members: list[Member]
+
+
+class PhaseSummary(Frozen):
+    """Counts and settings of one phase."""
+
+    id: str
+    kind: str
+    engine: str
+    models: list[str]
+    tasks: list[str]
+    dispatch: str
+    prompts: int
+    """Target prompts per model."""
+    conditions: int
+    """Conditions per model."""
+    samples: int
+    groups: int
+    kernel_variants: list[dict[str, Any]] = Field(default_factory=list)
+    """Kernel-flag variants (id, env, flags) of this phase's kernel axis."""
+
+
+class ResolvedModel(Frozen):
+    """A model's identity as used by the plan."""
+
+    name: str
+    family: str
+    hf_repo: str | None = None
+    hf_revision: str | None = None
+    gguf_sha256: str | None = None
+    gguf_name: str = ""
+    gguf_quant: str | None = None
+    variants: dict[str, str] = Field(default_factory=dict)
+    """Pinned digests of quantization variants (llama.cpp) by quant."""
+    ollama_tags: dict[str, str] = Field(default_factory=dict)
+    ollama_digests: dict[str, str] = Field(default_factory=dict)
+
+
+class ResolvedEngine(Frozen):
+    """An engine's identity: kind plus every setting that can change numerics."""
+
+    name: str
+    kind: str
+    config: dict[str, Any]
+    """Identity settings (image digest, flags, env, dtype, threads...), locators removed."""
+
+
+class Locators(Frozen):
+    """Where things are found. Not hashed: they may change without changing what runs."""
+
+    model_sources: dict[str, list[dict[str, Any]]] = Field(default_factory=dict)
+    """Model name -> GGUF sources, tried in order."""
+    endpoints: dict[str, str] = Field(default_factory=dict)
+    """Engine name -> server base URL."""
+
+
+class Plan(Frozen):
+    """The locked plan artifact (plan.lock.json)."""
+
+    schema_version: Literal[1] = PLAN_SCHEMA_VERSION
+    """Version of the plan format; readers refuse newer versions."""
+    plan_hash: str = ""
+    """sha256 of the canonical plan without plan_hash and locators."""
+    batchsafe_version: str
+    experiment: dict[str, Any]
+    spec: SpecInfo
+    seed: int
+    """Global seed; derived seeds are sha256('<seed>:<purpose>')."""
+    decoding: dict[str, Any]
+    analysis: dict[str, Any]
+    inputs: list[InputFile]
+    prompts: list[Prompt]
+    models: list[ResolvedModel]
+    engines: list[ResolvedEngine]
+    phases: list[PhaseSummary]
+    samples: list[Sample]
+    groups: list[Group]
+    targets: list[dict[str, Any]]
+    unpinned: list[str]
+    """References compiled with --allow-unpinned (empty for a fully pinned plan)."""
+    resolved_at_run: list[str] = Field(default_factory=list)
+    """References the engine resolves when it runs (Ollama tags without a digest); the run records what they resolved to."""
+    locators: Locators = Locators()
+
+    def compute_hash(self) -> str:
+        """Digest of the plan's identity (everything but plan_hash and locators)."""
+        return hash_obj(self.model_dump(mode="json", exclude=UNHASHED_FIELDS))
+
+    def with_hash(self) -> "Plan":
+        """Copy with plan_hash filled in."""
+        return self.model_copy(update={"plan_hash": self.compute_hash()})
+
+    def to_bytes(self) -> bytes:
+        """The exact bytes of plan.lock.json (canonical JSON)."""
+        return canonical_bytes(self.model_dump(mode="json"))
+
+    def summary(self) -> dict[str, Any]:
+        """The machine-readable summary printed by ``plan show --json``."""
+        return {
+            "plan_hash": self.plan_hash,
+            "samples": len(self.samples),
+            "groups": len(self.groups),
+            "prompts": len(self.prompts),
+            "phases": {p.id: p.samples for p in self.phases},
+            "models": [m.name for m in self.models],
+            "engines": [e.name for e in self.engines],
+            "inputs": len(self.inputs),
+            "unpinned": list(self.unpinned),
+            "resolved_at_run": list(self.resolved_at_run),
+        }
+
+
+class PlanError(Exception):
+    """A plan file that cannot be read: unreadable, malformed, newer, or tampered."""
+
+
+def load_plan(path: str | Path, *, check_hash: bool = True) -> Plan:
+    """Read plan.lock.json, refusing future schema versions and (by default) hash mismatches."""
+    try:
+        raw = json.loads(Path(path).read_bytes())
+    except (OSError, ValueError) as exc:
+        raise PlanError(f"{path}: cannot read plan: {exc}") from None
+    if not isinstance(raw, dict):
+        raise PlanError(f"{path}: not a plan (top level is not an object)")
+    version = raw.get("schema_version")
+    if not isinstance(version, int) or version > PLAN_SCHEMA_VERSION:
+        raise PlanError(
+            f"{path}: plan schema_version {version!r} is newer than this batchsafe understands ({PLAN_SCHEMA_VERSION})"
+        )
+    try:
+        plan = Plan.model_validate(raw)
+    except ValueError as exc:
+        first = str(exc).splitlines()
+        raise PlanError(f"{path}: invalid plan: {' '.join(first[:3])}") from None
+    if check_hash and plan.compute_hash() != plan.plan_hash:
+        raise PlanError(f"{path}: plan_hash {plan.plan_hash} does not match its content ({plan.compute_hash()})")
+    return plan

