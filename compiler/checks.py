@@ -52,6 +52,9 @@ class Checker:
         self.diags: list[Diagnostic] = []
         self.unpinned: list[str] = []
         self.resolved_at_run: list[str] = []
+        self._pin_seen: set[str] = set()
+        self.bad_tasks: set[str] = set()
+        """Tasks with problems: the compiler does not load or select them."""
 
     def error(self, path: tuple[Any, ...], code: str, message: str, hint: str = "") -> None:
         """Record one diagnostic at ``path``."""
@@ -67,8 +70,9 @@ class Checker:
 
     def pin(self, path: tuple[Any, ...], what: str, pinned: bool) -> None:
         """Refuse an unpinned reference, or record it under --allow-unpinned."""
-        if pinned:
+        if pinned or what in self._pin_seen:
             return
+        self._pin_seen.add(what)  # one report per reference, at its first use
         if self.allow_unpinned:
             self.unpinned.append(what)
         else:
@@ -103,6 +107,12 @@ class Checker:
 
     def check_task(self, name: str, task: Any) -> None:
         """References, scorer registration, template fields and selection shape of one task."""
+        before = len(self.diags)
+        self._check_task(name, task)
+        if len(self.diags) > before:
+            self.bad_tasks.add(name)
+
+    def _check_task(self, name: str, task: Any) -> None:
         base = ("tasks", name)
         problem = check_ref(task.scorer)
         if problem:

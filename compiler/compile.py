@@ -154,17 +154,19 @@ def compile_spec(path: str | os.PathLike[str], data_dir: str | os.PathLike[str] 
     spec, doc = load_spec(path)
     checker = Checker(spec, doc, allow_unpinned)
     diags = checker.run()
-    if diags:
-        raise SpecError(diags)
+    # Keep going after reference errors with the tasks that are sound, so that data and
+    # selection problems are reported in the same run; stop before scheduling.
     used_tasks = {t for p in spec.phases for t in p.tasks}
     used_tasks |= {t for p in spec.phases if p.axes.cobatch for pool in p.axes.cobatch.fillers.values() for t in pool.tasks}
+    used_tasks = {t for t in used_tasks if t in spec.tasks and t not in checker.bad_tasks}
     needed = {spec.tasks[t].dataset for t in used_tasks}
     needed |= {spec.tasks[t].render.goals.dataset for t in used_tasks if spec.tasks[t].render.goals}
     spec = spec.model_copy(update={"tasks": {k: v for k, v in spec.tasks.items() if k in used_tasks}})
     inputs, records = _load_inputs(spec, doc, resolve_data_dir(data_dir), needed, diags)
-    if diags:
-        raise SpecError(diags)
-    prompts = _select_all(spec, doc, records, diags)
+    bad_data = {d.path.split(".")[1] for d in diags if d.path.startswith("datasets.")}
+    ok_tasks = {k: v for k, v in spec.tasks.items()
+                if v.dataset not in bad_data and not (v.render.goals and v.render.goals.dataset in bad_data)}
+    prompts = _select_all(spec.model_copy(update={"tasks": ok_tasks}), doc, records, diags)
     if diags:
         raise SpecError(diags)
 

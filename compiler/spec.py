@@ -438,6 +438,20 @@ class Spec(Strict):
 def spec_json_schema() -> dict[str, Any]:
     """The JSON Schema of the spec language, as checked into schema/spec.schema.json."""
     schema = Spec.model_json_schema()
+    _name_keys(schema)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["$id"] = "https://batchsafe.dev/schema/spec.schema.json"
     return schema
+
+
+def _name_keys(node: Any) -> None:
+    """Make mapping keys obey the name pattern in the schema too (pydantic only emits maxLength)."""
+    if isinstance(node, dict):
+        if "patternProperties" in node and "propertyNames" in node:
+            node["propertyNames"] = {**node["propertyNames"], "pattern": NAME_PATTERN}
+            node.setdefault("additionalProperties", False)
+        for value in node.values():
+            _name_keys(value)
+    elif isinstance(node, list):
+        for value in node:
+            _name_keys(value)
