@@ -30,7 +30,7 @@ def seeded_order(items: Iterable[str], seed: int, purpose: str) -> list[str]:
     return sorted(items, key=lambda it: (rank_key(seed, purpose, it), it))
 
 
-@dataclass
+@dataclass(slots=True)
 class Candidate:
     """A selectable unit: one record, or one jailbreak template x goal pair."""
 
