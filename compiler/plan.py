@@ -294,7 +294,9 @@ def load_plan(path: str | Path, *, check_hash: bool = True) -> Plan:
     if not isinstance(raw, dict):
         raise PlanError(f"{path}: not a plan (top level is not an object)")
     version = raw.get("schema_version")
-    if not isinstance(version, int) or version > PLAN_SCHEMA_VERSION:
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise PlanError(f"{path}: not a plan (no integer schema_version)")
+    if version > PLAN_SCHEMA_VERSION:
         raise PlanError(
             f"{path}: plan schema_version {version!r} is newer than this batchsafe understands ({PLAN_SCHEMA_VERSION})"
         )

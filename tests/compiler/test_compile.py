@@ -180,6 +180,9 @@ def test_plan_loading_refuses_future_versions_and_tampering(plan: Plan, tmp_path
     path.write_text(json.dumps(raw))
     with pytest.raises(PlanError, match="newer than this batchsafe understands"):
         load_plan(path)
+    path.write_text("{}")
+    with pytest.raises(PlanError, match="no integer schema_version"):
+        load_plan(path)
     path.write_text("[1, 2]")
     with pytest.raises(PlanError, match="not a plan"):
         load_plan(path)
