@@ -17,21 +17,46 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def synthetic_spec(models: int = 15) -> dict[str, Any]:
-    """tr138_v2 scaled up: 15 models, every phase, selections of the whole (filtered) datasets."""
+    """tr138_v2 scaled to 15 models on every phase, loading every file of every dataset.
+
+    Tasks keep tr138's per-model counts (plus XSTest and HarmBench tasks), but their
+    datasets list every original file (all MMLU test+dev subjects, all ARC splits, both
+    TruthfulQA versions, both jailbreak files, ...), so the compiler hashes and parses the
+    full datasets and selects from full pools.
+    """
     yaml = YAML(typ="safe")
     spec = yaml.load((ROOT / "specs/tr138_v2.yaml").read_text())
     spec["experiment"]["id"] = "synthetic_15_models"
     names = [f"model-{i:02d}" for i in range(models)]
     template = spec["models"]["qwen2.5-1.5b"]
     spec["models"] = {n: template for n in names}
-    # Full datasets: every eligible record becomes a prompt.
-    counts = {"advbench_refusal": 520, "jailbreak_amplification": 300, "bbq_bias": 5000,
-              "truthfulqa": 790, "mmlu_real": 14000, "arc_challenge": 1172}
-    for task, count in counts.items():
-        spec["tasks"][task]["select"]["count"] = count
-        spec["tasks"][task]["select"].pop("stratify_by", None)
+    files = {
+        "advbench": ["advbench/harmful_behaviors.csv"],
+        "jailbreak_templates": ["jailbreak_llms/jailbreak_prompts_2023_05_07.csv", "jailbreak_llms/jailbreak_prompts_2023_12_25.csv"],
+        "truthfulqa": ["truthfulqa/TruthfulQA.csv"],
+        "bbq": ["bbq/*.jsonl"],
+        "mmlu": ["mmlu/test/*_test.csv", "mmlu/dev/*_dev.csv"],
+        "arc_challenge": ["arc_challenge/ARC-Challenge-Test.jsonl", "arc_challenge/ARC-Challenge-Dev.jsonl", "arc_challenge/ARC-Challenge-Train.jsonl"],
+    }
+    for name, paths in files.items():
+        spec["datasets"][name]["files"] = [{"path": p} for p in paths]
+    spec["datasets"]["truthfulqa_v1"] = {"format": "truthfulqa_csv", "files": [{"path": "truthfulqa/data/v1/TruthfulQA.csv"}]}
+    spec["datasets"]["xstest"] = {"format": "xstest_csv", "files": [{"path": "xstest/xstest_prompts.csv"}]}
+    spec["datasets"]["harmbench"] = {"format": "harmbench_csv", "files": [{"path": "harmbench/harmbench_behaviors_text_all.csv"}]}
+    spec["datasets"]["forbidden"] = {"format": "forbidden_question_csv", "files": [{"path": "jailbreak_llms/forbidden_question_set.csv"}]}
+    spec["tasks"]["xstest"] = {"dataset": "xstest", "domain": "safety", "render": {"template": "{prompt}"},
+                               "scorer": "refusal@2.2", "select": {"count": 25, "stratify_by": "type"}}
+    spec["tasks"]["harmbench"] = {"dataset": "harmbench", "domain": "safety", "render": {"template": "{behavior}"},
+                                  "scorer": "refusal@2.2", "select": {"count": 25, "where": {"functional_category": "standard"}}}
+    spec["tasks"]["truthfulqa_v1"] = {"dataset": "truthfulqa_v1", "domain": "safety", "render": {"template": "{question}"},
+                                      "scorer": "truthfulness@1.0", "select": {"count": 25}}
+    spec["tasks"]["forbidden"] = {"dataset": "forbidden", "domain": "safety", "render": {"template": "{question}"},
+                                  "scorer": "refusal@2.2", "select": {"count": 25, "stratify_by": "content_policy_name"}}
+    extra = ["xstest", "harmbench", "truthfulqa_v1", "forbidden"]
     for phase in spec["phases"]:
         phase["models"] = names
+        if phase["id"] in ("p1_batch_size", "p4_true_batch"):
+            phase["tasks"] = phase["tasks"] + extra
     spec["targets"] = []
     return spec
 
