@@ -255,7 +255,10 @@ class Plan(Frozen):
 
     def compute_hash(self) -> str:
         """Digest of the plan's identity (everything but plan_hash and locators)."""
-        return hash_obj(self.model_dump(mode="json", exclude=UNHASHED_FIELDS))
+        # A full dump and deleting keys is several times faster than pydantic's nested exclude.
+        data = self.model_dump(mode="json")
+        _drop(data, UNHASHED_FIELDS)
+        return hash_obj(data)
 
     def with_hash(self) -> "Plan":
         """Copy with plan_hash filled in."""
@@ -279,6 +282,14 @@ class Plan(Frozen):
             "unpinned": list(self.unpinned),
             "resolved_at_run": list(self.resolved_at_run),
         }
+
+
+def _drop(data: dict[str, Any], spec: dict[str, Any]) -> None:
+    for key, sub in spec.items():
+        if sub is True:
+            data.pop(key, None)
+        elif isinstance(data.get(key), dict):
+            _drop(data[key], sub)
 
 
 class PlanError(Exception):

@@ -156,20 +156,29 @@ class IdRegistry:
         return rid
 
 
+try:  # orjson parses JSON Lines about 3x faster; results are identical for valid JSON.
+    from orjson import loads as _fast_loads
+except ImportError:  # pragma: no cover - orjson is a pinned dependency
+    _fast_loads = json.loads
+
+
 def jsonl_objects(path: Path, rel: str) -> Iterator[tuple[int, dict]]:
     """Yield ``(line, object)`` for each non-blank line of a JSON Lines file.
 
     Each line must hold one JSON object; blank (whitespace-only) lines are skipped but counted.
     """
     text = read_text(path, rel)
-    loads = json.loads
     for number, raw in enumerate(text.split("\n"), 1):
         if not raw or raw.isspace():
             continue
         try:
-            obj = loads(raw)
-        except ValueError as exc:
-            raise DatasetFormatError(rel, number, f"not valid JSON: {exc}") from None
+            obj = _fast_loads(raw)
+        except ValueError:
+            # orjson is stricter in corners (lone surrogates, >64-bit integers): the stdlib decides.
+            try:
+                obj = json.loads(raw)
+            except ValueError as exc:
+                raise DatasetFormatError(rel, number, f"not valid JSON: {exc}") from None
         if not isinstance(obj, dict):
             raise DatasetFormatError(rel, number, f"expected a JSON object, got {type(obj).__name__}")
         yield number, obj
