@@ -53,13 +53,14 @@ def _strip_locators(obj: Any) -> Any:
     return obj
 
 
-def _load_inputs(spec: Spec, doc: LocatedDoc, root: Path | None, needed: set[str],
+def _load_inputs(spec: Spec, doc: LocatedDoc, data_root: Path | None, needed: set[str],
                  diags: list[Diagnostic]) -> tuple[list[InputFile], dict[str, list[Record]]]:
     inputs: list[InputFile] = []
     records: dict[str, list[Record]] = {}
     for name in sorted(needed):
         ds = spec.datasets[name]
         records[name] = []
+        root = Path(doc.files[0]).parent if ds.root == "spec" else data_root
         for i, ref in enumerate(ds.files):
             at = ("datasets", name, "files", i, "path")
             if root is None:
@@ -93,7 +94,7 @@ def _load_inputs(spec: Spec, doc: LocatedDoc, root: Path | None, needed: set[str
                     where = f"{rel}:{exc.line}" if exc.line else rel
                     diags.append(diag_at(doc, at, "dataset-format", f"{where}: {exc.message}", f"is this really {ds.format}?"))
                     continue
-                inputs.append(InputFile(dataset=name, path=rel, sha256=digest, size=len(raw), rows=len(recs),
+                inputs.append(InputFile(dataset=name, path=rel, root=ds.root, sha256=digest, size=len(raw), rows=len(recs),
                                         pinned=ref.sha256 is not None))
                 records[name].extend(recs)
     return inputs, records

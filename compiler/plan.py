@@ -59,7 +59,9 @@ class InputFile(Frozen):
     dataset: str
     """Dataset name in the spec."""
     path: str
-    """Data-dir-relative POSIX path."""
+    """POSIX path relative to ``root``."""
+    root: Literal["data_dir", "spec"] = "data_dir"
+    """The data directory, or the main spec's directory (data shipped with the spec)."""
     sha256: str
     """Digest of the file's bytes."""
     size: int

@@ -103,6 +103,8 @@ class Dataset(Strict):
     """Loader for the original file format."""
     files: list[FileRef] = Field(min_length=1)
     """Files making up the dataset, loaded in order."""
+    root: Literal["data_dir", "spec"] = "data_dir"
+    """Where paths are relative to: the data directory (public datasets), or the directory of the main spec (data shipped with the spec)."""
     source: str = ""
     """Citation or origin (informational)."""
     license: str = ""
