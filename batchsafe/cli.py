@@ -108,6 +108,32 @@ def cmd_plan_diff(args: argparse.Namespace) -> int:
     return EXIT_FAIL
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run a locked plan into a run directory; exit 130 when interrupted (resumable)."""
+    import shlex
+
+    from compiler.plan import load_plan
+    from runtime.executor import RunError, RunInterrupted, RunSetupError, run_plan
+
+    plan = load_plan(args.plan)
+    try:
+        summary = run_plan(plan, Path(args.out), resume=args.resume, progress=not args.no_progress)
+    except RunInterrupted as exc:
+        s = exc.summary
+        _err().print(f"interrupted after {s.groups_done}/{s.groups_total} groups; resume with: batchsafe run "
+                     f"{shlex.quote(args.plan)} --out {shlex.quote(args.out)} --resume", markup=False)
+        return 130
+    except RunSetupError as exc:
+        _err().print(f"error: {exc}", markup=False)
+        return EXIT_USAGE
+    except RunError as exc:
+        _err().print(f"error: {exc}", markup=False)
+        return EXIT_FAIL
+    _out().print(f"done: {summary.samples_done} samples, {summary.fillers_done} fillers in {summary.groups_total} "
+                 f"groups ({summary.groups_run} run now) -> {summary.outputs['samples']}", markup=False)
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     from batchsafe import __version__
@@ -138,6 +164,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("b")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_plan_diff)
+
+    p = sub.add_parser("run", help="run a locked plan (resumable after a crash or Ctrl-C)")
+    p.add_argument("plan", help="plan.lock.json")
+    p.add_argument("--out", required=True, help="run directory (must be empty unless --resume)")
+    p.add_argument("--resume", action="store_true", help="continue the run journaled in --out")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (it is off when stderr is not a TTY)")
+    p.set_defaults(func=cmd_run)
     return parser
 
 

@@ -1,0 +1,76 @@
+"""make_bundle: compile -> run -> analyse -> bundle, the orchestration behind `make bundle`.
+
+Thin on purpose: every step is a stage function; this module only decides where
+things go. A run directory is named after the plan hash, so running the same
+spec again resumes an interrupted run or re-bundles a complete one instead of
+starting over; ``fresh=True`` starts a new run directory next to it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from analysis.identity import IdentityRow, output_identity, read_outputs
+from bundles.from_run import bundle_run
+from bundles.store import BundleStore
+from compiler.compile import compile_spec
+from compiler.plan import Plan
+from runtime.executor import RunSummary, run_plan
+
+DEFAULT_OUT = "runs"
+STORE_ENV = "BATCHSAFE_STORE"
+
+
+def default_store(out_root: Path) -> Path:
+    """$BATCHSAFE_STORE, else <out>/store."""
+    return Path(os.environ.get(STORE_ENV) or out_root / "store")
+
+
+@dataclass
+class MakeResult:
+    """What `bundle make` produced."""
+
+    plan: Plan
+    run_dir: Path
+    store: BundleStore
+    bundle_id: str
+    run: RunSummary
+    identity: list[IdentityRow] = field(default_factory=list)
+    outputs_sha256: str = ""
+
+    @property
+    def bundle_dir(self) -> Path:
+        """Directory holding the bundle's manifest in the store."""
+        return self.store.root / "bundles" / self.bundle_id.split(":", 1)[1]
+
+
+def run_dir_for(plan: Plan, out_root: Path, fresh: bool) -> Path:
+    """<out>/<experiment>-<12 hex of plan hash>[-N]; a new N when ``fresh``."""
+    base = out_root / f"{plan.experiment.get('id', 'run')}-{plan.plan_hash.split(':', 1)[1][:12]}"
+    if not fresh or not base.exists():
+        return base
+    n = 2
+    while (candidate := base.with_name(f"{base.name}-{n}")).exists():
+        n += 1
+    return candidate
+
+
+def make_bundle(spec: str | Path, data_dir: str | Path | None = None, *, out_root: str | Path = DEFAULT_OUT,
+                store_root: str | Path | None = None, allow_unpinned: bool = False, fresh: bool = False,
+                progress: bool = True, engine_factory: Any = None) -> MakeResult:
+    """Compile ``spec``, run (or resume) its plan, analyse the outputs and write the bundle."""
+    from batchsafe.canonical import hash_file
+
+    out = Path(out_root)
+    plan = compile_spec(spec, data_dir, allow_unpinned=allow_unpinned)
+    run_dir = run_dir_for(plan, out, fresh)
+    summary = run_plan(plan, run_dir, resume=run_dir.exists(), progress=progress, engine_factory=engine_factory)
+    outputs = run_dir / "outputs" / "samples.jsonl"
+    identity = output_identity(plan, read_outputs(outputs))
+    store = BundleStore(Path(store_root) if store_root else default_store(out))
+    bundle_id = bundle_run(run_dir, plan, store)
+    return MakeResult(plan=plan, run_dir=run_dir, store=store, bundle_id=bundle_id, run=summary,
+                      identity=identity, outputs_sha256=hash_file(outputs)[0])
