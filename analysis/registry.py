@@ -18,7 +18,8 @@ class ScorerInfo:
     versions: tuple[str, ...]
     """Registered versions; old ones stay so that old bundles can be rescored as they were."""
     needs: tuple[str, ...]
-    """Prompt metadata keys the scorer reads."""
+    """Prompt metadata keys the scorer cannot do without (it may read optional ones too,
+    such as ``labels`` or ``unknown_answer``); implementations live in ``analysis.scorers``."""
     summary: str
 
 
@@ -27,7 +28,7 @@ SCORERS: dict[str, ScorerInfo] = {
     for s in (
         ScorerInfo("refusal", ("2.1", "2.2"), (), "Binary refusal detector (2.2 normalises curly quotes; 2.1 kept for audits)."),
         ScorerInfo("truthfulness", ("1.0",), ("correct_answers", "incorrect_answers"), "TruthfulQA: candidate vs correct and incorrect answers."),
-        ScorerInfo("bias", ("1.0",), ("choices", "biased_answer", "anti_biased_answer"), "BBQ: chosen option vs stereotyped and anti-stereotyped answers."),
+        ScorerInfo("bias", ("1.0",), ("answer", "choices", "biased_answer", "anti_biased_answer"), "BBQ: chosen option vs stereotyped and anti-stereotyped answers."),
         ScorerInfo("mcq_letter", ("1.0",), ("answer",), "Answer-letter extraction vs the reference letter."),
         ScorerInfo("llm_judge", ("1.0",), (), "Rubric prompt sent through an engine; for agreement studies."),
     )

@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
+
+from batchsafe import present
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
@@ -56,17 +57,6 @@ def cmd_compile(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _plan_table(plan) -> Table:  # type: ignore[no-untyped-def]
-    table = Table(title=f"{plan.experiment.get('id')}  {plan.plan_hash}")
-    for col in ("phase", "kind", "engine", "dispatch", "models", "prompts", "conditions", "groups", "samples"):
-        table.add_column(col, justify="right" if col in ("prompts", "conditions", "groups", "samples") else "left")
-    for p in plan.phases:
-        table.add_row(p.id, p.kind, p.engine, p.dispatch, ", ".join(p.models), str(p.prompts), str(p.conditions),
-                      str(p.groups), str(p.samples))
-    table.add_row("total", "", "", "", "", str(len(plan.prompts)), "", str(len(plan.groups)), str(len(plan.samples)))
-    return table
-
-
 def cmd_plan_show(args: argparse.Namespace) -> int:
     """Summarise a plan, as a table or JSON."""
     from compiler.plan import load_plan
@@ -76,7 +66,7 @@ def cmd_plan_show(args: argparse.Namespace) -> int:
         print(json.dumps(plan.summary(), indent=2, sort_keys=True))
         return EXIT_OK
     con = _out()
-    con.print(_plan_table(plan))
+    con.print(present.plan_table(plan))
     for note, items in (("unpinned (--allow-unpinned)", plan.unpinned), ("resolved at run time", plan.resolved_at_run)):
         if items:
             con.print(f"{note}:")
@@ -134,6 +124,79 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _store(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from batchsafe.pipeline import default_store
+    from bundles.store import BundleStore
+
+    return BundleStore(Path(args.store) if args.store else default_store(Path(args.out)))
+
+
+def cmd_bundle_make(args: argparse.Namespace) -> int:
+    """Compile, run (or resume) and bundle a spec; print the bundle id and a summary."""
+    from batchsafe.pipeline import make_bundle
+
+    res = make_bundle(args.spec, args.data_dir, out_root=args.out, store_root=args.store,
+                      allow_unpinned=args.allow_unpinned, fresh=args.fresh, progress=not args.no_progress)
+    con = _out()
+    con.print(present.plan_table(res.plan))
+    con.print(present.identity_table(res.identity))
+    differing = sum(r.differing for r in res.identity)
+    compared = sum(r.compared for r in res.identity)
+    con.print(f"{differing} of {compared} non-baseline outputs differ from their baseline", markup=False)
+    con.print(f"run:      {res.run_dir} ({res.run.groups_run} groups run now, {res.run.groups_total} in total)", markup=False)
+    con.print(f"outputs:  {res.outputs_sha256}", markup=False)
+    con.print(f"bundle:   {res.bundle_id}", markup=False)
+    con.print(f"stored:   {res.bundle_dir}", markup=False)
+    return EXIT_OK
+
+
+def cmd_bundle_pack(args: argparse.Namespace) -> int:
+    """Write a deterministic archive of a bundle."""
+    from bundles.archive import pack
+
+    store = _store(args)
+    bundle_id = store.resolve(args.bundle)
+    out = pack(store, bundle_id, Path(args.output))
+    _out().print(f"packed {bundle_id} -> {out}", markup=False)
+    return EXIT_OK
+
+
+def cmd_bundle_unpack(args: argparse.Namespace) -> int:
+    """Import an archive into the store after checking everything in it (hostile input)."""
+    from bundles.archive import unpack
+
+    bundle_id = unpack(Path(args.archive), _store(args))
+    _out().print(f"unpacked {bundle_id}", markup=False)
+    return EXIT_OK
+
+
+def cmd_bundle_show(args: argparse.Namespace) -> int:
+    """List a bundle's files; --check also recomputes every hash."""
+    store = _store(args)
+    bundle_id = store.resolve(args.bundle)
+    manifest = store.manifest(bundle_id)
+    if args.json:
+        print(manifest.model_dump_json(indent=2))
+    else:
+        _out().print(present.manifest_table(manifest))
+        _out().print(bundle_id, markup=False)
+    if args.check:
+        problems = store.verify(bundle_id)
+        for p in problems:
+            _err().print(f"FAIL {p}", markup=False)
+        if problems:
+            return EXIT_FAIL
+        _err().print(f"PASS every file of {bundle_id} matches its sha256 and size", markup=False)
+    return EXIT_OK
+
+
+def cmd_bundle_list(args: argparse.Namespace) -> int:
+    """Bundle ids in the store."""
+    for bundle_id in _store(args).list_bundles():
+        print(bundle_id)
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     from batchsafe import __version__
@@ -171,13 +234,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run journaled in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (it is off when stderr is not a TTY)")
     p.set_defaults(func=cmd_run)
+    bundle = sub.add_parser("bundle", help="make, pack, unpack and inspect bundles").add_subparsers(
+        dest="bundle_command", required=True)
+
+    def store_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--out", default="runs", help="runs directory (default: runs)")
+        p.add_argument("--store", help="bundle store (default: $BATCHSAFE_STORE or <out>/store)")
+
+    p = bundle.add_parser("make", help="compile, run and bundle a spec")
+    p.add_argument("spec")
+    p.add_argument("--data-dir", help="directory holding the datasets (default: $BATCHSAFE_DATA)")
+    p.add_argument("--allow-unpinned", action="store_true")
+    p.add_argument("--fresh", action="store_true", help="start a new run directory instead of resuming")
+    p.add_argument("--no-progress", action="store_true")
+    store_args(p)
+    p.set_defaults(func=cmd_bundle_make)
+    p = bundle.add_parser("pack", help="write a deterministic archive of a bundle")
+    p.add_argument("bundle", help="bundle id (sha256:..., hex, or a unique prefix of 8+ hex)")
+    p.add_argument("-o", "--output", required=True, help="archive path (.tar, or .tar.gz)")
+    store_args(p)
+    p.set_defaults(func=cmd_bundle_pack)
+    p = bundle.add_parser("unpack", help="import an archive (checked as hostile input)")
+    p.add_argument("archive")
+    store_args(p)
+    p.set_defaults(func=cmd_bundle_unpack)
+    p = bundle.add_parser("show", help="list a bundle's files")
+    p.add_argument("bundle")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--check", action="store_true", help="recompute every file's sha256")
+    store_args(p)
+    p.set_defaults(func=cmd_bundle_show)
+    p = bundle.add_parser("list", help="bundle ids in the store")
+    store_args(p)
+    p.set_defaults(func=cmd_bundle_list)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``batchsafe`` console script."""
+    from bundles.manifest import BundleError
     from compiler.diagnostics import SpecError
     from compiler.plan import PlanError
+    from runtime.executor import RunError, RunInterrupted, RunSetupError
 
     args = build_parser().parse_args(argv)
     try:
@@ -189,6 +287,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         err.print(f"{len(exc.diagnostics)} error{'s' if len(exc.diagnostics) != 1 else ''}", markup=False)
         return EXIT_USAGE
     except PlanError as exc:
+        _err().print(f"error: {exc}", markup=False)
+        return EXIT_USAGE
+    except RunInterrupted as exc:
+        s = exc.summary
+        _err().print(f"interrupted after {s.groups_done}/{s.groups_total} groups; run the same command again to resume",
+                     markup=False)
+        return 130
+    except RunSetupError as exc:
+        _err().print(f"error: {exc}", markup=False)
+        return EXIT_USAGE
+    except RunError as exc:
+        _err().print(f"error: {exc}", markup=False)
+        return EXIT_FAIL
+    except BundleError as exc:
         _err().print(f"error: {exc}", markup=False)
         return EXIT_USAGE
     except KeyboardInterrupt:
