@@ -16,7 +16,8 @@ from batchsafe import __version__
 from batchsafe.canonical import hash_obj, sha256_tag
 
 from .checks import Checker
-from .datasets import DatasetFormatError, Record, load_records
+from .datacache import load_cached
+from .datasets import DatasetFormatError, Record
 from .diagnostics import Diagnostic, SpecError
 from .plan import (InputFile, Locators, PhaseSummary, Plan, Prompt, ResolvedEngine, ResolvedModel,
                    SpecFile, SpecInfo)
@@ -89,7 +90,7 @@ def _load_inputs(spec: Spec, doc: LocatedDoc, data_root: Path | None, needed: se
                                          "the file changed: restore the original or update the pin deliberately"))
                     continue
                 try:
-                    recs = load_records(ds.format, root / rel, rel)
+                    recs = load_cached(ds.format, root / rel, rel, digest)
                 except DatasetFormatError as exc:
                     where = f"{rel}:{exc.line}" if exc.line else rel
                     diags.append(diag_at(doc, at, "dataset-format", f"{where}: {exc.message}", f"is this really {ds.format}?"))
