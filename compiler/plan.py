@@ -318,6 +318,12 @@ def load_plan(path: str | Path, *, check_hash: bool = True) -> Plan:
     except ValueError as exc:
         first = str(exc).splitlines()
         raise PlanError(f"{path}: invalid plan: {' '.join(first[:3])}") from None
-    if check_hash and plan.compute_hash() != plan.plan_hash:
-        raise PlanError(f"{path}: plan_hash {plan.plan_hash} does not match its content ({plan.compute_hash()})")
+    if check_hash:
+        # Hash the JSON as stored, not a re-dump: fields added later with defaults must not
+        # change the identity of plans written before them.
+        stored = dict(raw)
+        _drop(stored, UNHASHED_FIELDS)
+        actual = hash_obj(stored)
+        if actual != plan.plan_hash:
+            raise PlanError(f"{path}: plan_hash {plan.plan_hash} does not match its content ({actual})")
     return plan
