@@ -32,6 +32,7 @@ from runtime.engine import (
     engine_class,
     registered_engines,
 )
+from runtime.engines import ollama as _ollama, vllm as _vllm  # noqa: F401  (importing registers the HTTP adapters)
 
 SERVER_PROBES: dict[str, tuple[str, str, str]] = {
     "vllm": ("vLLM", "http://127.0.0.1:8000", "/v1/models"),
@@ -201,8 +202,6 @@ def preflight(plan: Plan, groups: list[Group] | None = None) -> list[str]:
             _add(problems, f"group {g.id} names engine {g.engine!r}, which the plan does not define")
             continue
         if eng.kind != "llamacpp":
-            if eng.kind in registered_engines() and hasattr(engine_class(eng.kind), "from_plan"):
-                continue  # an adapter plugged in by another module: it checks itself
             key = ("kind", eng.name)
             if key in seen:
                 continue
@@ -210,6 +209,12 @@ def preflight(plan: Plan, groups: list[Group] | None = None) -> list[str]:
             why = None
             if eng.kind in SERVER_PROBES:
                 why = probe_server(eng.kind, plan.locators.endpoints.get(eng.name))
+            if eng.kind in registered_engines() and hasattr(engine_class(eng.kind), "from_plan"):
+                # An adapter exists: a dead server is still found before anything runs;
+                # model identity and versions are checked by the adapter when it starts.
+                if why:
+                    _add(problems, f"engine {eng.name!r}: {why}")
+                continue
             _add(problems, f"engine {eng.name!r}: {_unavailable(eng.kind, why)}")
             continue
         if ("llama", None) not in seen:

@@ -284,7 +284,7 @@ def test_preflight_of_factory_sees_only_pending_groups(small, tmp_path):
     assert seen[-1] == ordered[5:] and len(_lines(d / "journal.jsonl")) == 5
 
 
-def test_reachable_server_kind_not_available(mini):
+def test_reachable_server_with_an_adapter_passes_preflight_and_the_adapter_checks_identity(mini):
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
             self.send_response(200)
@@ -300,10 +300,8 @@ def test_reachable_server_kind_not_available(mini):
         url = f"http://127.0.0.1:{srv.server_address[1]}"
         plan = mini.model_copy(update={"locators": Locators(endpoints={"vllm": url})})
         vllm_groups = [g for g in plan.groups if g.engine == "vllm"]
-        problems = preflight(plan, vllm_groups)
-        assert problems == ["engine 'vllm': engine kind vllm is not available in this build: needs "
-                            + bindings.MISSING["vllm"]]
-        with pytest.raises(EngineError, match="not available in this build") as ei:
+        assert preflight(plan, vllm_groups) == []
+        with pytest.raises(EngineError, match="does not serve the plan's model") as ei:
             DefaultEngineFactory(plan)(binding_for(plan, vllm_groups[0]))
         assert ei.value.transient is False
     finally:
@@ -317,9 +315,10 @@ def test_preflight_llamacpp_mode_and_model(mini):
     assert "model 'm1' is not in the model cache and its local file is missing: /models/m1.gguf" in problems
     no_src = mini.model_copy(update={"locators": Locators()})
     assert any("no source" in p for p in preflight(no_src, local))
-    if importlib.util.find_spec("llama_cpp") is not None:
-        conc = [local[0].model_copy(update={"mode": "concurrent"})]
-        assert any("does not implement dispatch mode 'concurrent'" in p for p in preflight(mini, conc))
+    # The embedded engine implements every mode the compiler accepts for it (concurrent
+    # through a loopback llama.cpp server): none is refused at preflight.
+    conc = [local[0].model_copy(update={"mode": "concurrent"})]
+    assert not any("dispatch mode" in p for p in preflight(mini, conc))
 
 
 def test_quant_variant_digest_mismatch(small, monkeypatch, tmp_path):

@@ -1,0 +1,322 @@
+"""vLLM adapter: an already-running vLLM OpenAI-compatible server, over HTTP.
+
+The adapter never starts a server (containers, GPUs and their flags are out of its
+reach); it checks that the server at the plan's endpoint is the one the plan names and
+records what it can see. On construction:
+
+* ``GET /v1/models`` must list the plan's model: a served id equal to the HF repo, or a
+  card whose ``root`` is the repo (or its HF-cache snapshot path, when the server was
+  given ``--served-model-name``). A snapshot path that names a commit must name the
+  plan's ``hf_revision``. ``--max-model-len`` in the plan's flags must equal the card's
+  ``max_model_len``. Any mismatch is a permanent error naming what was expected and
+  what was found.
+* ``GET /version`` is recorded (``None`` when the server has no such route).
+* The image digest, the other flags and the environment cannot be read over HTTP:
+  ``describe()`` lists them as expected-but-unverified.
+
+Decoding is greedy: ``temperature`` 0, ``seed`` = the plan seed, ``max_tokens``, ``stop``,
+and neutral penalties sent explicitly (``repetition_penalty`` 1, ``presence_penalty`` and
+``frequency_penalty`` 0). Sending the neutral values matters: vLLM's request defaults
+are neutral, but with ``--generation-config auto`` (vLLM's default) a field left out is
+taken from the model's ``generation_config.json``, which may set a repetition penalty
+above 1 (vLLM logs "Default sampling parameters have been overridden ..." when it does).
+
+Dispatch modes:
+
+* ``sequential``: one ``/v1/chat/completions`` request at a time.
+* ``synchronized``: K chat requests from K threads; each opens its connection, then a
+  ``threading.Barrier`` releases all K sends together, so vLLM's continuous batcher holds
+  the K sequences in flight together (send spread recorded in ``volatile``).
+* ``concurrent``: K chat requests from K threads, each connecting and sending as soon as
+  its thread runs (independent clients: overlap is likely, not arranged).
+* ``prompt_list``: ONE ``/v1/completions`` call whose ``prompt`` is the list of the K
+  prompts as token ids. Each chat prompt is rendered by the server itself through
+  ``POST /tokenize`` with ``{"model", "messages", "add_generation_prompt": true,
+  "add_special_tokens": false}`` (vLLM's TokenizeChatRequest, whose defaults mirror the
+  chat endpoint's), so the ids are those ``/v1/chat/completions`` would run. Choices are
+  mapped back by ``index``; ``return_token_ids`` (vLLM >= 0.10.2) gives each sequence's
+  completion token count.
+
+Kernel-flag variants (e.g. ``VLLM_BATCH_INVARIANT=1``) change how the server was
+started, which vLLM does not report. A variant whose env/flags differ from the engine's
+base settings therefore needs its own server, named by the environment variable
+``BATCHSAFE_VLLM_ENDPOINT_<VARIANT>`` (variant id upper-cased, non-alphanumerics as
+``_``); without it :meth:`VLLMEngine.from_plan` refuses with a permanent error.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import time
+from typing import Any
+
+from runtime.engine import Capabilities, Engine, EngineError, GenRequest, GenResult, register
+from runtime.engines.http import HttpStatusError, ServerClient, fan_out, group_timing, sequential
+
+DEFAULT_ENDPOINT = "http://127.0.0.1:8000"
+NEUTRAL_PENALTIES = {"repetition_penalty": 1.0, "presence_penalty": 0.0, "frequency_penalty": 0.0}
+"""Sent with every request so the model's generation_config cannot add a penalty."""
+VARIANT_ENV_PREFIX = "BATCHSAFE_VLLM_ENDPOINT_"
+
+
+def variant_env_name(kernel_id: str) -> str:
+    """The environment variable that points a kernel variant at its own server."""
+    return VARIANT_ENV_PREFIX + re.sub(r"[^A-Z0-9]", "_", kernel_id.upper())
+
+
+def start_command(image: str | None, repo: str, revision: str | None, flags: list[str],
+                  env: dict[str, str], endpoint: str) -> str:
+    """A docker command that starts the server the plan expects (for error messages)."""
+    port = re.search(r":(\d+)(?:/|$)", endpoint)
+    parts = ["docker run --gpus all", f"-p {port.group(1) if port else 8000}:8000"]
+    parts += [f"-e {k}={shlex.quote(str(v))}" for k, v in sorted(env.items())]
+    parts += [image or "<vllm image>", "--model", repo]
+    parts += ["--revision", revision] if revision else []
+    return " ".join(parts + [shlex.quote(str(f)) for f in flags])
+
+
+def _flag_value(flags: list[str], name: str) -> str | None:
+    for i, f in enumerate(flags):
+        if f == name and i + 1 < len(flags):
+            return str(flags[i + 1])
+        if str(f).startswith(name + "="):
+            return str(f).split("=", 1)[1]
+    return None
+
+
+def _finish(value: Any, where: str) -> str:
+    if value in ("stop", "length"):
+        return value
+    # "abort": the server dropped the request (shutdown, preemption): worth a retry.
+    raise EngineError(f"vLLM {where}: unexpected finish_reason {value!r}", transient=value == "abort")
+
+
+def _tokens(usage: Any, key: str, where: str) -> int:
+    v = (usage or {}).get(key) if isinstance(usage, dict) else None
+    if type(v) is not int or v < 0:
+        raise EngineError(f"vLLM {where}: the answer has no usage.{key} (got {usage!r})")
+    return v
+
+
+@register
+class VLLMEngine(Engine):
+    """An already-running vLLM OpenAI-compatible server (see the module docstring)."""
+
+    name = "vllm"
+    version = "1"
+    capabilities = Capabilities(true_batching=True, concurrency=True, quant_variants=False,
+                                modes=("sequential", "synchronized", "prompt_list", "concurrent"))
+
+    def __init__(self, endpoint: str, hf_repo: str, *, hf_revision: str | None = None, seed: int = 0,
+                 config: dict[str, Any] | None = None, kernel: dict[str, Any] | None = None,
+                 timeout_s: float = 600.0, extra_body: dict[str, Any] | None = None) -> None:
+        """Connect to the server at ``endpoint`` and check it serves ``hf_repo``.
+
+        config: the plan's engine config (image, flags, env), checked where visible and
+        recorded. kernel: the kernel variant (id, env, flags) this server stands for.
+        extra_body: fields added to every generation request; meant for OpenAI-compatible
+        servers other than vLLM (tests use llama_cpp.server, whose own default
+        ``repeat_penalty`` is 1.1), never set from a plan.
+        """
+        self.hf_repo, self.hf_revision, self.seed = hf_repo, hf_revision, seed
+        self.config = dict(config or {})
+        self.kernel = kernel
+        self.flags = [str(f) for f in [*(self.config.get("flags") or []), *((kernel or {}).get("flags") or [])]]
+        self.env = {**(self.config.get("env") or {}), **((kernel or {}).get("env") or {})}
+        self.extra_body = dict(extra_body or {})
+        hint = ("this adapter talks to a running server and does not start containers; start one, e.g. "
+                + start_command(self.config.get("image"), hf_repo, hf_revision, self.flags, self.env, endpoint))
+        self.client = ServerClient(endpoint, "vLLM", timeout_s=timeout_s, hint=hint)
+        self._tok_cache: dict[tuple[tuple[str, str], ...], list[int]] = {}
+        self.served_model, self.card, self.revision_verified = self._find_model(self.client.get("/v1/models"))
+        self.server_version = self._server_version()
+        want_len = _flag_value(self.flags, "--max-model-len")
+        got_len = self.card.get("max_model_len")
+        if want_len is not None and got_len is not None and str(got_len) != want_len:
+            raise EngineError(f"vLLM server at {endpoint} serves {self.served_model!r} with max_model_len {got_len}, "
+                              f"the plan's flags say --max-model-len {want_len}")
+        self.max_model_len_verified = None if want_len is None or got_len is None else True
+
+    @classmethod
+    def from_plan(cls, plan: Any, binding: Any, **kwargs: Any) -> VLLMEngine:
+        """The engine of ``binding``: endpoint from the plan's locators (or the kernel
+        variant's ``BATCHSAFE_VLLM_ENDPOINT_<VARIANT>``), model from the plan's models."""
+        eng = next((e for e in plan.engines if e.name == binding.engine), None)
+        if eng is None:
+            raise EngineError(f"the plan defines no engine {binding.engine!r}")
+        model = next((m for m in plan.models if m.name == binding.model), None)
+        if model is None or not model.hf_repo:
+            raise EngineError(f"model {binding.model!r} has no hf_repo; "
+                              "the vllm engine serves Hugging Face checkpoints")
+        cfg = dict(eng.config)
+        endpoint = plan.locators.endpoints.get(binding.engine) or DEFAULT_ENDPOINT
+        kernel = None
+        if binding.kernel:
+            var = next((v for p in plan.phases if p.engine == binding.engine for v in p.kernel_variants
+                        if v.get("id") == binding.kernel), None)
+            if var is None:
+                raise EngineError(f"kernel variant {binding.kernel!r} is not defined by any phase "
+                                  f"of engine {binding.engine!r}")
+            base_env = cfg.get("env") or {}
+            differs = {k: str(v) for k, v in (var.get("env") or {}).items() if str(base_env.get(k)) != str(v)}
+            kernel = {"id": binding.kernel, "env": dict(var.get("env") or {}), "flags": list(var.get("flags") or []),
+                      "differs_from_base": {**differs, **({"flags": var["flags"]} if var.get("flags") else {})}}
+            if kernel["differs_from_base"]:
+                name = variant_env_name(binding.kernel)
+                if not os.environ.get(name):
+                    want = " ".join([f"{k}={v}" for k, v in differs.items()] + [str(f) for f in kernel["flags"]])
+                    cmd = start_command(cfg.get("image"), model.hf_repo, model.hf_revision,
+                                        [*map(str, cfg.get("flags") or []), *map(str, kernel["flags"])],
+                                        {**base_env, **kernel["env"]}, "http://host:8001")
+                    raise EngineError(
+                        f"kernel variant {binding.kernel!r} needs a vLLM server started with {want}; the adapter "
+                        f"cannot restart a server it did not start, and vLLM does not report its environment. Start "
+                        f"one (e.g. {cmd}) and set {name}=http://host:8001 to run this variant against it")
+                # Recorded, not refused: the same URL is right if the server was restarted with the variant.
+                kernel["same_endpoint_as_base"] = os.environ[name].rstrip("/") == endpoint.rstrip("/")
+                endpoint = os.environ[name]
+                kernel["endpoint_from"] = name
+        return cls(endpoint, model.hf_repo, hf_revision=model.hf_revision, seed=plan.seed, config=cfg,
+                   kernel=kernel, **kwargs)
+
+    # --- identity checks -----------------------------------------------------
+
+    def _find_model(self, listing: Any) -> tuple[str, dict[str, Any], bool | None]:
+        cards = listing.get("data") if isinstance(listing, dict) else None
+        if not isinstance(cards, list):
+            raise EngineError(f"vLLM server at {self.client.base_url}: GET /v1/models is not an OpenAI model list: "
+                              f"{str(listing)[:200]}")
+        snapshot_dir = "models--" + self.hf_repo.replace("/", "--")
+        for card in cards:
+            root = str(card.get("root") or "")
+            if card.get("id") == self.hf_repo or root == self.hf_repo or snapshot_dir in root:
+                m = re.search(r"/snapshots/([0-9a-f]{40})", root)
+                if m and self.hf_revision and m.group(1) != self.hf_revision:
+                    raise EngineError(f"vLLM server at {self.client.base_url} serves {self.hf_repo} at revision "
+                                      f"{m.group(1)} (root {root}), the plan pins {self.hf_revision}")
+                return str(card["id"]), dict(card), (True if m and self.hf_revision else None)
+        found = ", ".join(f"{c.get('id')!r} (root {c.get('root')!r})" for c in cards) or "no models"
+        raise EngineError(f"vLLM server at {self.client.base_url} does not serve the plan's model {self.hf_repo!r}"
+                          f"{' revision ' + self.hf_revision if self.hf_revision else ''}; it serves {found}")
+
+    def _server_version(self) -> str | None:
+        try:
+            got = self.client.get("/version")
+        except HttpStatusError as exc:
+            if exc.status == 404:  # an OpenAI-compatible server that is not vLLM
+                return None
+            raise
+        return str(got.get("version")) if isinstance(got, dict) and got.get("version") is not None else None
+
+    def describe(self) -> dict[str, Any]:
+        """What was checked and what could not be, plus the sampling fields sent."""
+        return {
+            "engine": self.name, "engine_version": self.version, "endpoint": self.client.base_url,
+            "server_version": self.server_version, "served_model": self.served_model,
+            "model_card": {k: self.card.get(k) for k in ("id", "root", "max_model_len", "owned_by")},
+            "expected": {"hf_repo": self.hf_repo, "hf_revision": self.hf_revision, "image": self.config.get("image"),
+                         "flags": self.flags, "env": self.env},
+            "verified": {"model": True, "revision": self.revision_verified,
+                         "max_model_len": self.max_model_len_verified},
+            "not_verifiable_over_http": ["image digest", "flags other than --max-model-len", "server environment",
+                                         "revision (unless the served root is an HF snapshot path)"],
+            "kernel_variant": self.kernel,
+            "sampling": {"temperature": 0.0, "seed": self.seed, **NEUTRAL_PENALTIES, **self.extra_body},
+            "completion_tokens": "as the server counts them (vLLM includes an end-of-sequence token)",
+        }
+
+    # --- requests ------------------------------------------------------------
+
+    def _sampling(self, req: GenRequest) -> dict[str, Any]:
+        if req.temperature != 0.0:
+            raise EngineError(f"{req.key}: only greedy decoding (temperature 0) is implemented")
+        return {"max_tokens": req.max_tokens, "temperature": 0.0, "seed": self.seed, "stop": list(req.stop),
+                "n": 1, "stream": False, **NEUTRAL_PENALTIES, **self.extra_body}
+
+    @staticmethod
+    def _messages(req: GenRequest) -> list[dict[str, str]]:
+        return [{"role": r, "content": c} for r, c in req.messages]
+
+    def _chat_result(self, req: GenRequest, body: Any, timing: dict[str, Any]) -> GenResult:
+        where = f"chat completion of {req.key}"
+        choices = body.get("choices") if isinstance(body, dict) else None
+        if not isinstance(choices, list) or len(choices) != 1:
+            raise EngineError(f"vLLM {where}: expected one choice, got {str(body)[:200]}")
+        msg = choices[0].get("message") or {}
+        return GenResult(key=req.key, text=msg.get("content") or "",
+                         finish_reason=_finish(choices[0].get("finish_reason"), where),
+                         prompt_tokens=_tokens(body.get("usage"), "prompt_tokens", where),
+                         completion_tokens=_tokens(body.get("usage"), "completion_tokens", where),
+                         volatile={**timing, "request_id": body.get("id")})
+
+    def tokenize(self, req: GenRequest) -> list[int]:
+        """The token ids of a chat prompt, rendered by the server (``POST /tokenize``); cached."""
+        key = req.messages
+        if key not in self._tok_cache:
+            got = self.client.post("/tokenize", {"model": self.served_model, "messages": self._messages(req),
+                                                 "add_generation_prompt": True, "add_special_tokens": False},
+                                   timeout_s=self.client.connect_timeout_s * 6)
+            toks = got.get("tokens") if isinstance(got, dict) else None
+            if not isinstance(toks, list) or not toks or any(type(t) is not int for t in toks):
+                raise EngineError(f"vLLM POST /tokenize for {req.key}: no token list in {str(got)[:200]}")
+            self._tok_cache[key] = toks
+        return self._tok_cache[key]
+
+    def _prompt_list(self, reqs: list[GenRequest]) -> list[GenResult]:
+        if len({(r.max_tokens, r.stop, r.temperature) for r in reqs}) > 1:
+            raise EngineError("prompt_list sends one completions call: its requests must share max_tokens and stop")
+        t0 = time.perf_counter()
+        ids = [self.tokenize(r) for r in reqs]
+        tokenize_s = time.perf_counter() - t0
+        body = {"model": self.served_model, "prompt": ids, **self._sampling(reqs[0]), "return_token_ids": True}
+        [(resp, timing)] = sequential([self.client.prepare("POST", "/v1/completions", body)])
+        where = f"completions call of {len(reqs)} prompts"
+        choices = resp.get("choices") if isinstance(resp, dict) else None
+        by_index = {c.get("index"): c for c in choices} if isinstance(choices, list) else {}
+        if set(by_index) != set(range(len(reqs))) or len(choices) != len(reqs):
+            raise EngineError(f"vLLM {where}: expected choices with index 0..{len(reqs) - 1}, got "
+                              f"{[c.get('index') for c in choices] if isinstance(choices, list) else str(resp)[:200]}")
+        sent = sum(map(len, ids))
+        if _tokens(resp.get("usage"), "prompt_tokens", where) != sent:
+            raise EngineError(f"vLLM {where}: the server counted {resp['usage']['prompt_tokens']} prompt tokens, "
+                              f"the adapter sent {sent} token ids (were the prompts re-tokenized?)")
+        out = []
+        for i, req in enumerate(reqs):
+            c = by_index[i]
+            tids = c.get("token_ids")
+            if isinstance(tids, list):
+                n = len(tids)
+            elif len(reqs) == 1:
+                n = _tokens(resp.get("usage"), "completion_tokens", where)
+            else:
+                raise EngineError(f"vLLM {where}: choices carry no token_ids (return_token_ids needs vLLM >= 0.10.2), "
+                                  "so per-sequence completion tokens are unknown")
+            out.append(GenResult(key=req.key, text=c.get("text") or "",
+                                 finish_reason=_finish(c.get("finish_reason"), where),
+                                 prompt_tokens=len(ids[i]), completion_tokens=n,
+                                 volatile={**timing, "request_id": resp.get("id"), "tokenize_s": tokenize_s,
+                                           "dispatch": "prompt_list", "group_size": len(reqs),
+                                           "group_wall_s": timing["recv_s"]}))
+        return out
+
+    def run_group(self, requests: list[GenRequest], mode: str) -> list[GenResult]:
+        """Run one group in ``mode`` (see the module docstring); results in request order."""
+        if mode not in self.capabilities.modes:
+            raise EngineError(f"vllm engine does not implement dispatch mode {mode!r}")
+        reqs = list(requests)
+        if not reqs:
+            return []
+        if mode == "prompt_list":
+            return self._prompt_list(reqs)
+        calls = [self.client.prepare("POST", "/v1/chat/completions",
+                                     {"model": self.served_model, "messages": self._messages(r), **self._sampling(r)})
+                 for r in reqs]
+        answers = sequential(calls) if mode == "sequential" else fan_out(calls, aligned=mode == "synchronized")
+        shared = group_timing([t for _, t in answers], mode)
+        return [self._chat_result(r, body, {**timing, **shared}) for r, (body, timing) in zip(reqs, answers)]
+
+    def close(self) -> None:
+        """Nothing to release: every request used its own connection."""
+        self._tok_cache.clear()
