@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -9,6 +10,9 @@ import sys
 from pathlib import Path
 
 from benchmarks import compile_bench
+
+BENCHMARKS = ("compile", "analysis", "runtime")
+"""Report keys, in run order; ``--only``/``--skip`` select among them."""
 
 
 def machine() -> dict[str, object]:
@@ -21,16 +25,42 @@ def machine() -> dict[str, object]:
                 break
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "os": platform.platform()}
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "os": platform.platform(),
+            "load_avg_at_start": [round(x, 2) for x in os.getloadavg()]}
 
 
-def main() -> int:
-    """Run the benchmarks against $BATCHSAFE_DATA (default ../shared/data)."""
-    data = Path(os.environ.get("BATCHSAFE_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
-    if not data.is_dir():
-        print(f"benchmarks need the public datasets: set BATCHSAFE_DATA (tried {data})", file=sys.stderr)
-        return 2
-    report = {"machine": machine(), "compile": compile_bench.run(data)}
+def _names(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    bad = [n for n in names if n not in BENCHMARKS]
+    if bad:
+        raise argparse.ArgumentTypeError(f"unknown benchmark {', '.join(bad)} (choose from {', '.join(BENCHMARKS)})")
+    return names
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmarks; compile ones read $BATCHSAFE_DATA (default ../shared/data)."""
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.splitlines()[0])
+    ap.add_argument("--only", type=_names, default=None, metavar="NAMES",
+                    help=f"comma-separated benchmarks to run ({', '.join(BENCHMARKS)}); default: all")
+    ap.add_argument("--skip", type=_names, default=[], metavar="NAMES", help="comma-separated benchmarks to skip")
+    args = ap.parse_args(argv)
+    selected = [n for n in (args.only or BENCHMARKS) if n not in args.skip]
+    report: dict[str, object] = {"machine": machine()}
+    if "compile" in selected:
+        data = Path(os.environ.get("BATCHSAFE_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
+        if not data.is_dir():
+            print(f"the compile benchmark needs the public datasets: set BATCHSAFE_DATA (tried {data}), "
+                  "or leave it out with --skip compile", file=sys.stderr)
+            return 2
+        report["compile"] = compile_bench.run(data)
+    if "analysis" in selected:
+        from benchmarks import analysis_bench
+
+        report["analysis"] = analysis_bench.run()
+    if "runtime" in selected:
+        from benchmarks import runtime_bench  # imports llama_cpp: only when asked for
+
+        report["runtime"] = runtime_bench.run()
     print(json.dumps(report, indent=2))
     return 0
 
