@@ -21,7 +21,7 @@ from .yamlspec import LocatedDoc, diag_at
 ENGINE_MODES = {
     "vllm": ("sequential", "synchronized", "prompt_list", "concurrent"),
     "ollama": ("sequential", "concurrent"),
-    "llamacpp": ("sequential", "synchronized", "prompt_list"),
+    "llamacpp": ("sequential", "synchronized", "prompt_list", "concurrent"),
     "transformers": ("sequential", "prompt_list"),
 }
 

@@ -350,6 +350,15 @@ class _Session:
     def _close(self) -> None:
         if self.engine is not None:
             engine, self.engine = self.engine, None
+            # Describe again at the end: some facts are only measured while groups run
+            # (e.g. whether a server really ran concurrent requests in parallel).
+            try:
+                desc: Any = engine.describe()
+            except Exception as exc:  # informative, never fatal
+                desc = {"error": _what(exc)}
+            _append_jsonl(self.run_dir / "volatile" / "engines.jsonl",
+                          {"binding": self.binding.as_dict() if self.binding else None, "closed": _now(),
+                           "describe": desc})
             engine.close()
 
     def _run_group(self, group: Group, engine: Engine, binding: Binding) -> tuple[list[GenResult], int]:

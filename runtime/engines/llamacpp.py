@@ -8,7 +8,9 @@ single sequence, so the only difference between modes is what shares a forward p
 
 In process, "synchronized" (K requests released together) and "prompt_list" (one call
 carrying K prompts) are the same thing: both reach the true-batched path. "concurrent"
-(K clients against a server) is not implemented here.
+(K clients against a server) goes to llama_cpp.server in a subprocess, started on first
+use (see ``runtime.engines.llamacpp_server``); the in-process model stays for the other
+modes (the server mmaps the same file, and this process is idle while a group runs).
 
 Decoding is greedy and defined exactly: the next token is ``argmax`` of the float32
 logits with ties broken toward the lowest token id (numpy's first-maximum rule);
@@ -151,8 +153,8 @@ class LlamaCppEngine(Engine):
 
     name = "llamacpp"
     version = "1"
-    capabilities = Capabilities(true_batching=True, quant_variants=True,
-                                modes=("sequential", "synchronized", "prompt_list"))
+    capabilities = Capabilities(true_batching=True, concurrency=True, quant_variants=True,
+                                modes=("sequential", "synchronized", "prompt_list", "concurrent"))
 
     def __init__(self, model_path: str | os.PathLike[str], n_ctx: int = 1024,
                  n_threads: int | None = None, n_batch: int = 512, seed: int = 0,
@@ -169,6 +171,7 @@ class LlamaCppEngine(Engine):
         """
         import llama_cpp
 
+        self._server: Any = None  # llama_cpp.server for "concurrent", started on first use
         self._ll = ll = llama_cpp
         model_store.quiet_llama_logs()
         ll.llama_backend_init()
@@ -353,10 +356,66 @@ class LlamaCppEngine(Engine):
             return [res for r in requests for res in self._run([r])]
         if mode in ("synchronized", "prompt_list"):
             return self._run(list(requests)) if requests else []
+        if mode == "concurrent":
+            return self._concurrent(list(requests)) if requests else []
         raise EngineError(f"llamacpp engine does not implement dispatch mode {mode!r}")
+
+    def _concurrent_server(self) -> Any:
+        """The llama_cpp.server of "concurrent" mode, mirroring this engine's settings (created,
+        not started: run_group starts it on first use)."""
+        from runtime.engines import llamacpp_server as srv
+
+        if self._server is None:
+            self._server = srv.LlamaCppServer(
+                self.model_path, n_ctx=self.n_ctx, n_threads=self.n_threads, n_batch=self.n_batch,
+                seed=self.seed, flash_attn=self._cparams.flash_attn_type == self._ll.LLAMA_FLASH_ATTN_TYPE_ENABLED)
+        return self._server
+
+    def _concurrent(self, reqs: list[GenRequest]) -> list[GenResult]:
+        """K clients against llama_cpp.server; results rebuilt from its tokens by our rules."""
+        from runtime.engines import llamacpp_server as srv
+
+        for r in reqs:
+            if r.temperature != 0.0:
+                raise EngineError(f"{r.key}: only greedy decoding (temperature 0) is implemented")
+        texts = [self.render(r) for r in reqs]
+        prompts = [self.tokenize(t) for t in texts]
+        for r, p in zip(reqs, prompts):  # the same limits as decode_group, before any request is sent
+            if r.max_tokens < 1 or not p or len(p) + r.max_tokens > self.n_ctx:
+                raise EngineError(f"{r.key}: prompt of {len(p)} tokens + max_tokens {r.max_tokens} "
+                                  f"does not fit n_ctx={self.n_ctx}")
+        replies, summary = self._concurrent_server().run_group(reqs, texts)
+        out = []
+        for r, p, rep in zip(reqs, prompts, replies):
+            ex, js = rep["exec"], rep["json"]
+            if ex["prompt"] != p:
+                raise EngineError(f"{r.key}: llama_cpp.server evaluated a different prompt ({len(ex['prompt'])} "
+                                  f"tokens) from the engine's ({len(p)} tokens)")
+            got = srv.replay(ex["tokens"], r.max_tokens, r.stop, self._piece,
+                             lambda t: bool(self._ll.llama_vocab_is_eog(self._vocab, t)))
+            if got is None:
+                raise EngineError(f"{r.key}: llama_cpp.server stopped after {len(ex['tokens'])} tokens "
+                                  f"({js['choices'][0]['finish_reason']}) where the engine would go on")
+            s = SeqOut(p)
+            s.tokens, s.finish = got
+            text = self._text(s, r.stop)
+            choice = js["choices"][0]
+            out.append(GenResult(key=r.key, text=text, finish_reason=s.finish, prompt_tokens=len(p),
+                                 completion_tokens=len(s.tokens), volatile={
+                "mode": "concurrent", "group_size": len(reqs), "group_wall_s": summary["group_wall_s"],
+                "send_mono": rep["send"], "recv_mono": rep["recv"], "latency_s": rep["recv"] - rep["send"],
+                "server_exec_start_mono": ex["start"], "server_exec_end_mono": ex["end"],
+                "server_in_flight": ex["in_flight"], "kv_prefix_reused": ex["prefix_reused"],
+                "server_token_ids": ex["tokens"], "server_finish_reason": choice["finish_reason"],
+                "server_usage": js.get("usage"), "server_text_differs": choice["text"] != text,
+                **({"server_text": choice["text"]} if choice["text"] != text else {}),
+                "group_summary": summary}))
+        return out
 
     def describe(self) -> dict[str, Any]:
         """Build, system and configuration facts for the run environment record."""
+        from runtime.engines import llamacpp_server as srv
+
         cp = self._cparams
         return {
             "engine": self.name, "engine_version": self.version, **build_info(),
@@ -370,10 +429,13 @@ class LlamaCppEngine(Engine):
             "chat_template": {"source": self.template_source,
                               "sha256": self.template.sha256 if self.template else None,
                               "strftime_now": ChatTemplate.PINNED_NOW.isoformat()},
+            "concurrent": srv.describe(self._concurrent_server()),
         }
 
     def close(self) -> None:
-        """Free the batch, context and model (idempotent)."""
+        """Stop the server (if any); free the batch, context and model (idempotent)."""
+        if getattr(self, "_server", None) is not None:
+            self._server.stop()
         ll = self._ll
         if getattr(self, "_ctx", None):
             ll.llama_batch_free(self._batch)

@@ -145,7 +145,10 @@ def test_engine_reuse_per_binding_and_warmups_not_recorded(mini, tmp_path):
     warm = mini.decoding["warmup"]
     assert all(e.warmups == [f"warmup:{i}" for i in range(warm)] for e in fac.engines)
     assert summary.warmups == warm * len(changes)
-    eng_log = _lines(tmp_path / "run" / "volatile" / "engines.jsonl")
+    all_lines = _lines(tmp_path / "run" / "volatile" / "engines.jsonl")
+    eng_log = [x for x in all_lines if "started" in x]
+    # Each instance is described again when it closes (facts measured while it ran).
+    assert len([x for x in all_lines if "closed" in x]) == len(eng_log)
     assert [x["warmups"] for x in eng_log] == [warm] * len(changes)
     out = (tmp_path / "run" / "outputs" / "samples.jsonl").read_text()
     assert "warmup:" not in out and len(out.splitlines()) == len(mini.samples)

@@ -46,7 +46,8 @@ def test_registered_and_capabilities():
     cls = engine_class("llamacpp")
     assert cls is LlamaCppEngine
     assert cls.capabilities.true_batching and cls.capabilities.quant_variants
-    assert set(cls.capabilities.modes) == {"sequential", "synchronized", "prompt_list"}
+    assert set(cls.capabilities.modes) == {"sequential", "synchronized", "prompt_list", "concurrent"}
+    assert cls.capabilities.concurrency
 
 
 def test_describe(engine):
@@ -154,8 +155,8 @@ def test_stop_string_truncates(engine):
 
 
 def test_refusals_and_limits(engine, smol_path):
-    with pytest.raises(EngineError, match="concurrent"):
-        engine.run_group([_req(0, "Hi")], "concurrent")
+    with pytest.raises(EngineError, match="does not implement dispatch mode .bogus."):
+        engine.run_group([_req(0, "Hi")], "bogus")
     with pytest.raises(EngineError, match="greedy"):
         engine.run_group([GenRequest("t", (("user", "Hi"),), 4, temperature=0.7)], "sequential")
     with pytest.raises(EngineError, match="n_seq_max"):
