@@ -6,6 +6,8 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .datasets import FORMATS as _LOADER_FORMATS
+
 SPEC_SCHEMA_VERSION = 1
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
@@ -20,17 +22,8 @@ Sha256 = Annotated[str, Field(pattern=SHA256_PATTERN, description="A digest writ
 Quant = Literal["F32", "F16", "BF16", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_0", "Q4_1", "Q3_K_M", "Q2_K"]
 Scalar = Union[str, int, float, bool]
 
-DATASET_FORMATS = (
-    "advbench_csv",
-    "truthfulqa_csv",
-    "bbq_jsonl",
-    "mmlu_csv",
-    "arc_jsonl",
-    "jailbreak_csv",
-    "forbidden_question_csv",
-    "xstest_csv",
-    "harmbench_csv",
-)
+# One list of formats: the loader registry (compiler.datasets) is the source of truth.
+DATASET_FORMATS = _LOADER_FORMATS
 DatasetFormat = Literal[DATASET_FORMATS]  # type: ignore[valid-type]
 
 

@@ -155,11 +155,9 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
 
 
 def _fsync_dir(d: Path) -> None:
-    fd = os.open(d, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    from runtime.journal import fsync_dir
+
+    fsync_dir(d)
 
 
 def _write_json_atomic(path: Path, obj: Any) -> None:
