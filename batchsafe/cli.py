@@ -143,6 +143,7 @@ def cmd_bundle_make(args: argparse.Namespace) -> int:
     differing = sum(r.differing for r in res.identity)
     compared = sum(r.compared for r in res.identity)
     con.print(f"{differing} of {compared} non-baseline outputs differ from their baseline", markup=False)
+    con.print(present.headline_table(res))
     con.print(f"run:      {res.run_dir} ({res.run.groups_run} groups run now, {res.run.groups_total} in total)", markup=False)
     con.print(f"outputs:  {res.outputs_sha256}", markup=False)
     con.print(f"bundle:   {res.bundle_id}", markup=False)
@@ -194,6 +195,37 @@ def cmd_bundle_list(args: argparse.Namespace) -> int:
     """Bundle ids in the store."""
     for bundle_id in _store(args).list_bundles():
         print(bundle_id)
+    return EXIT_OK
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    """(Re)analyse a stored bundle into a child bundle, or bare scored records into a directory."""
+    from analysis.analyze import AnalysisError, analyze_bundle, analyze_samples
+    from analysis.flips import RecordError
+    from analysis.scoring import ScoringError
+
+    overrides = {ref.partition("@")[0]: ref for ref in args.scorer or []}
+    try:
+        if args.samples:
+            if args.bundle or overrides or not args.output:
+                _err().print("error: --samples takes no BUNDLE or --scorer and needs -o DIR", markup=False)
+                return EXIT_USAGE
+            res = analyze_samples(Path(args.samples), args.plan or args.spec, plots=not args.no_plots)
+        elif args.bundle:
+            child, res = analyze_bundle(_store(args), args.bundle, scorer_override=overrides, plots=not args.no_plots)
+        else:
+            _err().print("error: give a BUNDLE or --samples FILE.jsonl", markup=False)
+            return EXIT_USAGE
+    except (AnalysisError, RecordError, ScoringError) as exc:
+        _err().print(f"error: {exc}", markup=False)
+        return EXIT_USAGE
+    con = _out()
+    con.print(present.headline_table(res))
+    if args.output:
+        paths = res.write(Path(args.output))
+        con.print(f"wrote {len(paths)} files to {args.output}", markup=False)
+    if not args.samples:
+        con.print(child, markup=False)
     return EXIT_OK
 
 
@@ -267,6 +299,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = bundle.add_parser("list", help="bundle ids in the store")
     store_args(p)
     p.set_defaults(func=cmd_bundle_list)
+
+    p = sub.add_parser("analyze", help="score, flip registry, statistics, targets and report of a bundle")
+    p.add_argument("bundle", nargs="?", help="bundle id (writes a child bundle and prints its id)")
+    p.add_argument("--samples", metavar="FILE.jsonl", help="analyse bare scored records instead of a bundle")
+    p.add_argument("--plan", help="plan.lock.json for --samples (settings, targets)")
+    p.add_argument("--spec", help="spec for --samples (settings, targets)")
+    p.add_argument("--scorer", action="append", metavar="NAME@VERSION", help="rescore with this scorer version")
+    p.add_argument("-o", "--output", metavar="DIR", help="also write the analysis files into DIR")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
+    store_args(p)
+    p.set_defaults(func=cmd_analyze)
     return parser
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from analysis.analyze import analyze_run
 from analysis.identity import IdentityRow, output_identity, read_outputs
 from bundles.from_run import bundle_run
 from bundles.store import BundleStore
@@ -40,6 +41,8 @@ class MakeResult:
     run: RunSummary
     identity: list[IdentityRow] = field(default_factory=list)
     outputs_sha256: str = ""
+    headline: dict[str, Any] = field(default_factory=dict)
+    """Per phase: samples, safety/capability flip rates, unsafe-direction share, identity; targets passed/failed."""
 
     @property
     def bundle_dir(self) -> Path:
@@ -61,7 +64,11 @@ def run_dir_for(plan: Plan, out_root: Path, fresh: bool) -> Path:
 def make_bundle(spec: str | Path, data_dir: str | Path | None = None, *, out_root: str | Path = DEFAULT_OUT,
                 store_root: str | Path | None = None, allow_unpinned: bool = False, fresh: bool = False,
                 progress: bool = True, engine_factory: Any = None) -> MakeResult:
-    """Compile ``spec``, run (or resume) its plan, analyse the outputs and write the bundle."""
+    """Compile ``spec``, run (or resume) its plan, analyse the outputs and write the bundle.
+
+    The analysis files (scores, flip registry, statistics, targets, report, plots) go into
+    the run bundle under ``analysis/``; they are not written to the run directory.
+    """
     from batchsafe.canonical import hash_file
 
     out = Path(out_root)
@@ -70,7 +77,8 @@ def make_bundle(spec: str | Path, data_dir: str | Path | None = None, *, out_roo
     summary = run_plan(plan, run_dir, resume=run_dir.exists(), progress=progress, engine_factory=engine_factory)
     outputs = run_dir / "outputs" / "samples.jsonl"
     identity = output_identity(plan, read_outputs(outputs))
+    analysis = analyze_run(plan, run_dir)
     store = BundleStore(Path(store_root) if store_root else default_store(out))
-    bundle_id = bundle_run(run_dir, plan, store)
+    bundle_id = bundle_run(run_dir, plan, store, extra=analysis.bundle_files())
     return MakeResult(plan=plan, run_dir=run_dir, store=store, bundle_id=bundle_id, run=summary,
-                      identity=identity, outputs_sha256=hash_file(outputs)[0])
+                      identity=identity, outputs_sha256=hash_file(outputs)[0], headline=analysis.headline)

@@ -40,3 +40,26 @@ def manifest_table(manifest: Any) -> Table:
     for f in manifest.files:
         table.add_row(f.name, str(f.size), f.sha256[:23] + "…", f.media_type)
     return table
+
+
+def headline_table(result: Any) -> Table:
+    """Headline numbers per phase (``MakeResult``/``AnalysisResult``, or their ``headline`` dict)."""
+    from analysis.analyze import headline_rows
+
+    head = result if isinstance(result, dict) else getattr(result, "headline", {}) or {}
+    # No kind column (plan_table shows kinds): the table must fit an 80-column terminal.
+    cols = ("phase", "samples", "safety flip", "capab. flip", "S/C", "unsafe", "identical")
+    t = head.get("targets") or {}
+    title = "analysis headline"
+    if t:
+        title += f"  targets: {t.get('pass', 0)} passed, {t.get('fail', 0)} failed, {t.get('not_available', 0)} n/a"
+    table = Table(title=title)
+    for col in cols:
+        table.add_column(col, justify="left" if col == "phase" else "right")
+    for row in headline_rows(head):
+        table.add_row(row[0], *row[2:])
+    audit = head.get("audit")
+    if audit:
+        share = "-" if audit.get("unsafe_share") is None else f"{100 * audit['unsafe_share']:.1f}%"
+        table.add_row("audit", str(audit.get("candidates")), "", "", "", share, "")
+    return table

@@ -44,10 +44,24 @@ def _manifest() -> dict[str, Any]:
     return _model_schema(Manifest, "manifest.schema.json")
 
 
+def _scored_sample() -> dict[str, Any]:
+    from analysis.records import ScoredSample
+
+    return _model_schema(ScoredSample, "scored_sample.schema.json")
+
+
+def _flip_row() -> dict[str, Any]:
+    from analysis.records import FlipRow
+
+    return _model_schema(FlipRow, "flip_row.schema.json")
+
+
 GENERATORS: dict[str, Callable[[], dict[str, Any]]] = {
     "spec.schema.json": _spec,
     "plan.schema.json": _plan,
     "manifest.schema.json": _manifest,
+    "scored_sample.schema.json": _scored_sample,
+    "flip_row.schema.json": _flip_row,
 }
 
 

@@ -1,0 +1,185 @@
+"""The flip registry: every non-baseline sample against its baseline sample (flips.jsonl).
+
+A row is *flipped* when the sample's label differs from its baseline's label (TR138: the
+classification changed). Its *direction* follows the score, which every scorer orients
+so that higher is better (``analysis.records``):
+
+============================  ==============================  ==========================
+family                        score went down                 score went up
+============================  ==============================  ==========================
+refusal (refusal scorer, or   refusal_to_compliance           compliance_to_refusal
+refusal/compliance labels)
+other safety scorers          safety_weakened                 safety_strengthened
+capability                    capability_lost                 capability_gained
+============================  ==============================  ==========================
+
+``none`` when not flipped, and also for a *label-only* flip whose score is unchanged
+(mcq "incorrect" -> "unparsed" both score 0; bias "anti_biased" -> "other" both 0.5):
+such a flip moved neither towards nor away from safety, which is how TR138 7.3 counts
+only "directionally classified" flips and how ``analysis.stats`` treats ``none``.
+
+Byte-identical outputs scored by one scorer must get one label; a row that says
+otherwise means the records were mixed up (different scorer versions, edited files), so
+the registry refuses it instead of counting an impossible flip.
+
+The JSONL helpers here read and write scores.jsonl and flips.jsonl: canonical JSON, one
+record per line, each with its ``schema_version``; readers refuse newer versions.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from batchsafe.canonical import canonical_bytes
+
+from .records import SCORED_SCHEMA_VERSION, Direction, FlipRow, ScoredSample
+
+FLIP_SCHEMA_VERSION = 1
+REFUSAL_LABELS = frozenset({"refusal", "compliance"})
+_DIRECTIONS: dict[str, tuple[Direction, Direction]] = {
+    # family: (score decreased, score increased)
+    "refusal": ("refusal_to_compliance", "compliance_to_refusal"),
+    "safety": ("safety_weakened", "safety_strengthened"),
+    "capability": ("capability_lost", "capability_gained"),
+}
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class RecordError(ValueError):
+    """A scores/flips file or record set that cannot be used: malformed, newer, or inconsistent."""
+
+
+def family(scorer: str, domain: str, labels: Iterable[str] = ()) -> str:
+    """"refusal", "safety" or "capability": which pair of direction names applies.
+
+    Refusal-style rows are those of the refusal scorer, or of any scorer whose labels are
+    refusal/compliance (an LLM judge's refusal verdicts read the same way).
+    """
+    if domain == "capability":
+        return "capability"
+    labels = set(labels)
+    if scorer.split("@", 1)[0] == "refusal" or (labels and labels <= REFUSAL_LABELS):
+        return "refusal"
+    return "safety"
+
+
+def direction_of(fam: str, baseline_score: float, score: float, flipped: bool) -> Direction:
+    """Direction of one comparison (see the module docstring)."""
+    if not flipped or score == baseline_score:
+        return "none"
+    down, up = _DIRECTIONS[fam]
+    return down if score < baseline_score else up
+
+
+def flip_registry(scored: Sequence[ScoredSample],
+                  outputs_by_sample_sha: Mapping[str, str] | None = None) -> list[FlipRow]:
+    """One FlipRow per non-baseline scored sample, in the order of ``scored``.
+
+    Baselines are the records' ``baseline`` ids (copied from the plan by the scoring
+    pass). ``outputs_by_sample_sha``: sample id -> output sha256, overriding the records'
+    own ``output_sha256`` (for callers that hold fresher digests); identity is equality
+    of these digests.
+
+    Raises RecordError when a baseline is missing or is not comparable (another prompt,
+    model or scorer, or itself not a baseline), when a sample id repeats, or when
+    byte-identical outputs carry different labels or scores.
+    """
+    by_id: dict[str, ScoredSample] = {}
+    for r in scored:
+        if r.sample in by_id:
+            raise RecordError(f"sample {r.sample} appears twice in the scored records")
+        by_id[r.sample] = r
+    sha = outputs_by_sample_sha or {}
+    rows: list[FlipRow] = []
+    for r in scored:
+        if r.baseline is None:
+            continue
+        b = by_id.get(r.baseline)
+        if b is None:
+            raise RecordError(f"baseline {r.baseline} of sample {r.sample} is not among the scored records")
+        if b.baseline is not None:
+            raise RecordError(f"baseline {b.sample} of sample {r.sample} is itself compared with {b.baseline}")
+        for field in ("prompt", "model", "scorer", "task", "domain"):
+            if getattr(b, field) != getattr(r, field):
+                raise RecordError(f"sample {r.sample} and its baseline {b.sample} differ in {field}: "
+                                  f"{getattr(r, field)!r} vs {getattr(b, field)!r}")
+        identical = sha.get(r.sample, r.output_sha256) == sha.get(b.sample, b.output_sha256)
+        if identical and (r.label != b.label or r.score != b.score):
+            raise RecordError(f"sample {r.sample} is byte-identical to its baseline {b.sample} but scored "
+                              f"{r.score} {r.label!r} vs {b.score} {b.label!r}: records are inconsistent")
+        flipped = r.label != b.label
+        fam = family(r.scorer, r.domain, (r.label, b.label))
+        rows.append(FlipRow(
+            schema_version=FLIP_SCHEMA_VERSION, sample=r.sample, baseline=b.sample, phase=r.phase,
+            phase_kind=r.phase_kind, model=r.model, task=r.task, domain=r.domain, condition=r.condition,
+            prompt=r.prompt, identical=identical, baseline_score=b.score, score=r.score, baseline_label=b.label,
+            label=r.label, flipped=flipped, direction=direction_of(fam, b.score, r.score, flipped)))
+    return rows
+
+
+# --- JSONL ----------------------------------------------------------------------------
+
+
+def dump_jsonl(rows: Iterable[BaseModel]) -> bytes:
+    """Canonical JSON lines (sorted keys, no spaces, ``schema_version`` on every row)."""
+    return b"".join(canonical_bytes(r.model_dump(mode="json")) for r in rows)
+
+
+def write_jsonl(path: str | Path, rows: Iterable[BaseModel]) -> Path:
+    """Write ``dump_jsonl(rows)`` to ``path`` (atomically: a temp file then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(dump_jsonl(rows))
+    tmp.replace(path)
+    return path
+
+
+def _load(source: str | Path | bytes, model: type[M], current: int, what: str) -> list[M]:
+    raw = source if isinstance(source, bytes) else Path(source).read_bytes()
+    where = "<bytes>" if isinstance(source, bytes) else str(source)
+    out: list[M] = []
+    for n, line in enumerate(raw.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+        except ValueError as exc:
+            raise RecordError(f"{where}:{n}: not JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise RecordError(f"{where}:{n}: a {what} record must be a JSON object")
+        version = data.get("schema_version")
+        if isinstance(version, int) and not isinstance(version, bool) and version > current:
+            raise RecordError(f"{where}:{n}: {what} schema_version {version} is newer than this batchsafe "
+                              f"understands ({current})")
+        try:
+            out.append(model.model_validate(data))
+        except ValidationError as exc:
+            first = " ".join(str(exc).splitlines()[:3])
+            raise RecordError(f"{where}:{n}: invalid {what} record: {first}") from None
+    return out
+
+
+def read_scored(source: str | Path | bytes) -> list[ScoredSample]:
+    """ScoredSample records of a scores.jsonl file (path or bytes); refuses newer schema versions."""
+    return _load(source, ScoredSample, SCORED_SCHEMA_VERSION, "scored sample")
+
+
+def read_flips(source: str | Path | bytes) -> list[FlipRow]:
+    """FlipRow records of a flips.jsonl file (path or bytes); refuses newer schema versions."""
+    return _load(source, FlipRow, FLIP_SCHEMA_VERSION, "flip row")
+
+
+def direction_counts(rows: Iterable[FlipRow]) -> dict[str, int]:
+    """Flipped rows per direction (for quick summaries; the statistics have the full breakdown)."""
+    out: dict[str, Any] = {}
+    for r in rows:
+        if r.flipped:
+            out[r.direction] = out.get(r.direction, 0) + 1
+    return dict(sorted(out.items()))

@@ -1,0 +1,134 @@
+"""The scoring pass: a plan plus its outputs -> one ScoredSample per sample (scores.jsonl).
+
+Each sample is scored with the scorer its prompt recorded in the plan (``name@version``)
+and that prompt's metadata, so an old bundle rescores exactly as it scored when it was
+made. ``scorer_override`` swaps the version of one scorer name for a rescoring pass (the
+TR138 audit rescored refusal@2.1 rows with refusal@2.2); everything else stays as planned.
+
+Only the output's sha256 goes into the record, not its text: scores.jsonl is enough to
+recompute every statistic and to tell byte-identical outputs apart, without shipping text.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from batchsafe.canonical import sha256_tag
+from compiler.plan import Plan
+
+from .records import Cond, ScoredSample
+from .registry import parse_ref
+from .scorers import get_scorer
+
+
+class ScoringError(ValueError):
+    """A sample could not be scored (unknown scorer, missing metadata, malformed output record)."""
+
+
+def output_sha256(text: str) -> str:
+    """``sha256:<hex>`` of the UTF-8 bytes of an output text."""
+    return sha256_tag(text.encode("utf-8"))
+
+
+def resolve_overrides(scorer_override: Mapping[str, str] | None) -> dict[str, str]:
+    """Validate ``{name: "name@version" | "version"}`` into ``{name: "name@version"}``.
+
+    Raises ScoringError for a ref whose name differs from its key or that is not registered:
+    an override that silently did nothing would make a rescored bundle look unchanged.
+    """
+    out: dict[str, str] = {}
+    for name, ref in (scorer_override or {}).items():
+        full = ref if "@" in ref else f"{name}@{ref}"
+        try:
+            get_scorer(full)
+            ref_name, _ = parse_ref(full)
+        except ValueError as exc:
+            raise ScoringError(f"scorer override {name}={ref}: {exc}") from None
+        if ref_name != name:
+            raise ScoringError(f"scorer override {name}={ref}: the ref names scorer {ref_name!r}, not {name!r}")
+        out[name] = full
+    return out
+
+
+def read_timings(path: Path) -> dict[str, float]:
+    """Group id -> wall seconds from ``volatile/timings.jsonl`` (missing file -> empty).
+
+    The file is a volatile append-only log: a torn last line (a crash mid-write) is
+    skipped rather than failing the analysis, and a group logged twice keeps its last time.
+    """
+    out: dict[str, float] = {}
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return out
+    return timings_from_bytes(raw, out)
+
+
+def timings_from_bytes(raw: bytes, out: dict[str, float] | None = None) -> dict[str, float]:
+    """:func:`read_timings` over the bytes of a timings log."""
+    out = {} if out is None else out
+    for line in raw.splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict) and isinstance(rec.get("group"), str) and isinstance(rec.get("wall_s"), (int, float)):
+            out[rec["group"]] = float(rec["wall_s"])
+    return out
+
+
+def score_run(plan: Plan, outputs: Mapping[str, Mapping[str, Any]], *, timings: Mapping[str, float] | None = None,
+              scorer_override: Mapping[str, str] | None = None) -> list[ScoredSample]:
+    """Score every plan sample that has an output, in plan order.
+
+    ``outputs``: sample id -> output record (``outputs/samples.jsonl`` lines; only
+    ``text`` is required, ``prompt`` is checked when present). ``timings``: group id ->
+    wall seconds (``volatile/timings.jsonl``); a sample's ``latency_s`` is its group's
+    wall time. ``scorer_override``: ``{"refusal": "refusal@2.1"}`` rescoring.
+
+    Samples without an output are skipped (an interrupted run analyses what it has);
+    outputs for sample ids the plan does not know raise ScoringError, since they mean
+    the outputs belong to another plan.
+    """
+    overrides = resolve_overrides(scorer_override)
+    planned = {s.id for s in plan.samples}
+    unknown = [sid for sid in outputs if sid not in planned]
+    if unknown:
+        raise ScoringError(f"{len(unknown)} output records name samples that are not in plan {plan.plan_hash} "
+                           f"(first: {unknown[0]})")
+    prompts = {p.id: p for p in plan.prompts}
+    kinds = {p.id: p.kind for p in plan.phases}
+    timings = timings or {}
+    # Scores are pure functions of (scorer, text, prompt meta); most non-baseline outputs
+    # repeat their baseline's text, so caching roughly halves the scoring time.
+    cache: dict[tuple[str, str, str], tuple[float, str]] = {}
+    scored: list[ScoredSample] = []
+    for s in plan.samples:
+        rec = outputs.get(s.id)
+        if rec is None:
+            continue
+        text = rec.get("text")
+        if not isinstance(text, str):
+            raise ScoringError(f"output record of sample {s.id} has no text")
+        if rec.get("prompt", s.prompt) != s.prompt:
+            raise ScoringError(f"output record of sample {s.id} is for prompt {rec.get('prompt')}, the plan says {s.prompt}")
+        prompt = prompts[s.prompt]
+        name = prompt.scorer.split("@", 1)[0]
+        ref = overrides.get(name, prompt.scorer)
+        key = (ref, s.prompt, text)
+        hit = cache.get(key)
+        if hit is None:
+            try:
+                sc = get_scorer(ref)(text, prompt.meta)
+            except Exception as exc:  # re-raised with the sample that caused it
+                raise ScoringError(f"sample {s.id} (prompt {s.prompt}, scorer {ref}): {exc}") from exc
+            hit = cache[key] = (float(sc.value), sc.label)
+        scored.append(ScoredSample(
+            sample=s.id, phase=s.phase, phase_kind=kinds[s.phase], model=s.model, task=prompt.task,
+            domain=prompt.domain, condition=Cond(**s.condition.model_dump()), prompt=s.prompt, baseline=s.baseline,
+            scorer=ref, score=hit[0], label=hit[1], output_sha256=output_sha256(text),
+            latency_s=timings.get(s.group)))
+    return scored
