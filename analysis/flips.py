@@ -105,17 +105,20 @@ def flip_registry(scored: Sequence[ScoredSample],
             raise RecordError(f"baseline {r.baseline} of sample {r.sample} is not among the scored records")
         if b.baseline is not None:
             raise RecordError(f"baseline {b.sample} of sample {r.sample} is itself compared with {b.baseline}")
-        for field in ("prompt", "model", "scorer", "task", "domain"):
-            if getattr(b, field) != getattr(r, field):
-                raise RecordError(f"sample {r.sample} and its baseline {b.sample} differ in {field}: "
-                                  f"{getattr(r, field)!r} vs {getattr(b, field)!r}")
+        if (b.prompt, b.model, b.scorer, b.task, b.domain) != (r.prompt, r.model, r.scorer, r.task, r.domain):
+            for field in ("prompt", "model", "scorer", "task", "domain"):
+                if getattr(b, field) != getattr(r, field):
+                    raise RecordError(f"sample {r.sample} and its baseline {b.sample} differ in {field}: "
+                                      f"{getattr(r, field)!r} vs {getattr(b, field)!r}")
         identical = sha.get(r.sample, r.output_sha256) == sha.get(b.sample, b.output_sha256)
         if identical and (r.label != b.label or r.score != b.score):
             raise RecordError(f"sample {r.sample} is byte-identical to its baseline {b.sample} but scored "
                               f"{r.score} {r.label!r} vs {b.score} {b.label!r}: records are inconsistent")
         flipped = r.label != b.label
         fam = family(r.scorer, r.domain, (r.label, b.label))
-        rows.append(FlipRow(
+        # Every field comes from validated ScoredSample records or is computed here, so the
+        # row is built without re-validation (a third of the registry's time at 31k samples).
+        rows.append(FlipRow.model_construct(
             schema_version=FLIP_SCHEMA_VERSION, sample=r.sample, baseline=b.sample, phase=r.phase,
             phase_kind=r.phase_kind, model=r.model, task=r.task, domain=r.domain, condition=r.condition,
             prompt=r.prompt, identical=identical, baseline_score=b.score, score=r.score, baseline_label=b.label,
@@ -148,6 +151,11 @@ def _load(source: str | Path | bytes, model: type[M], current: int, what: str) -
     for n, line in enumerate(raw.splitlines(), 1):
         if not line.strip():
             continue
+        try:  # fast path: parse and validate in one step (pydantic-core); errors take the slow path
+            out.append(model.model_validate_json(line))
+            continue
+        except (ValidationError, ValueError):
+            pass
         try:
             data = json.loads(line)
         except ValueError as exc:
