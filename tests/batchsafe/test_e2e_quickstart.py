@@ -47,6 +47,9 @@ def test_quickstart_bundle_twice_same_outputs_and_verifiable(tmp_path: Path, cap
     manifest = store.manifest(bundle_id)
     names = {f.name for f in manifest.files}
     assert {"plan.lock.json", "outputs/samples.jsonl", "environment.json", "spec/quickstart.yaml"} <= names
+    assert {"analysis/scores.jsonl", "analysis/flips.jsonl", "analysis/stats.json", "analysis/targets.json",
+            "analysis/report.md"} <= names
+    assert any(n.startswith("analysis/plots/") and n.endswith(".png") for n in names)
     # Recompute every hash from a materialised copy, independently of the store's own check.
     copy = store.materialize(bundle_id, tmp_path / "copy")
     for f in manifest.files:
@@ -59,6 +62,8 @@ def test_quickstart_bundle_twice_same_outputs_and_verifiable(tmp_path: Path, cap
     by_id = {r["sample"]: r for r in records}
     floor = [s for s in plan["samples"] if s["phase"] == "p5_repeat_floor" and s["baseline"]]
     assert floor and all(by_id[s["id"]]["text"] == by_id[s["baseline"]]["text"] for s in floor)
+    targets = json.loads((copy / "analysis/targets.json").read_text())
+    assert "repeat_floor_identical" in json.dumps(targets)
     env = json.loads((copy / "environment.json").read_text())
     assert "llama" in json.dumps(env).lower()
 
