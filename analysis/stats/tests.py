@@ -21,7 +21,7 @@ from ._num import num, quiet, rate
 
 Haldane = Literal["always", "if_zero", "never"]
 
-CORRECTIONS = ("holm", "bonferroni", "fdr_bh")
+CORRECTIONS = ("holm", "bonferroni", "fdr_bh", "none")
 
 
 def two_by_two(a_events: int, a_n: int, b_events: int, b_n: int, *, haldane: Haldane = "always",
@@ -175,7 +175,8 @@ def tost_two_proportions(k1: int, n1: int, k2: int, n2: int, margin: float,
 def adjust(pvalues: Sequence[float | None], method: str = "holm", alpha: float = 0.05) -> dict[str, Any]:
     """Multiple-testing adjustment (``statsmodels.stats.multitest.multipletests``).
 
-    ``method`` is "holm", "bonferroni" or "fdr_bh" (any multipletests name works).
+    ``method`` is "holm", "bonferroni", "fdr_bh" (any multipletests name works) or "none"
+    (unadjusted p-values, each compared with alpha).
     None entries (tests that could not be run) are left out of the family and keep
     None as adjusted p-value and False as reject.
     """
@@ -183,7 +184,10 @@ def adjust(pvalues: Sequence[float | None], method: str = "holm", alpha: float =
     idx = [i for i, p in enumerate(ps) if p is not None]
     adj: list[float | None] = [None] * len(ps)
     rej = [False] * len(ps)
-    if idx:
+    if idx and method == "none":  # the spec's "no correction": each test at alpha on its own
+        for i in idx:
+            adj[i], rej[i] = num(ps[i]), bool(float(ps[i]) <= alpha)
+    elif idx:
         r, pa, _, _ = multipletests([float(ps[i]) for i in idx], alpha=alpha, method=method)
         for j, i in enumerate(idx):
             adj[i], rej[i] = num(pa[j]), bool(r[j])

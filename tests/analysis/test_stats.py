@@ -767,3 +767,15 @@ def test_performance_smoke_31410():
     st = compute_stats(scored, flips)
     json.dumps(st, sort_keys=True, allow_nan=False)
     assert st["p3"]["anova"]["quant"]["n_models"] == 3 and "p1" in st["p4"]["flip_agreement_with"]
+
+
+def test_correction_none_is_accepted_and_leaves_p_values_unadjusted():
+    """The spec allows `analysis.correction: none`; it must reach the statistics intact."""
+    from analysis.stats.tests import CORRECTIONS, adjust
+
+    assert set(CORRECTIONS) >= {"holm", "bonferroni", "fdr_bh", "none"}
+    res = adjust([0.01, 0.04, None, 0.2], "none", alpha=0.05)
+    assert res["p_adjusted"] == [0.01, 0.04, None, 0.2]
+    assert res["reject"] == [True, True, False, False]
+    held = adjust([0.01, 0.04, 0.2], "holm", alpha=0.05)
+    assert held["reject"] == [True, False, False]
