@@ -48,6 +48,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
     plan = compile_spec(args.spec, args.data_dir, allow_unpinned=args.allow_unpinned)
     out = Path(args.output or Path(args.spec).with_suffix("").name + ".plan.lock.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_bytes(plan.to_bytes())
     tmp.replace(out)

@@ -53,3 +53,11 @@ def test_hostile_archive_is_refused_with_exit_2(tmp_path: Path, capsys) -> None:
     err = capsys.readouterr().err
     assert "manifest.json" in err and "link" in err
     assert not any((tmp_path / "s").glob("bundles/*"))
+
+
+def test_compile_creates_the_output_directory(tmp_path: Path, capsys) -> None:
+    root = Path(__file__).resolve().parents[2]
+    out = tmp_path / "runs" / "nested" / "mini.plan.lock.json"
+    assert main(["compile", str(root / "tests/compiler/test_compile/mini.yaml"), "--data-dir",
+                 str(root / "tests/compiler/test_compile/data"), "-o", str(out)]) == 0
+    assert out.is_file() and b'"plan_hash":"sha256:' in out.read_bytes()
