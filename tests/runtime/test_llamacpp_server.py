@@ -126,7 +126,7 @@ def test_k3_concurrent_in_order_with_measured_serialization(engine):
     assert [_strip(r) for r in con] == [_strip(r) for r in seq]
     s = con[0].volatile["group_summary"]
     assert all(r.volatile["group_summary"] is s for r in con)
-    assert s["k"] == 3 and s["send_spread_s"] < 0.25 and s["client_intervals_overlap"]
+    assert s["k"] == 3 and s["send_spread_s"] < 1.0 and s["client_intervals_overlap"]
     # Measured inside the server: one completion at a time, execution intervals disjoint.
     assert s["serialized"] and s["server_max_in_flight"] == 1 and not s["server_exec_intervals_overlap"]
     assert sorted(s["server_exec_order"]) == [0, 1, 2]

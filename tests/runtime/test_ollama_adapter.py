@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import threading
 import socket
 import sys
 from pathlib import Path
@@ -126,7 +127,11 @@ def test_concurrent_group_in_order_with_timings(shim):
     reqs = [_req(i, q, m) for i, (q, m) in enumerate(zip(QUESTIONS, (10, 3, 10)))]
     seq = eng.run_group(reqs, "sequential")
     shim.max_active = 0
-    got = eng.run_group(reqs, "concurrent")
+    shim.gate = threading.Barrier(3)  # the server waits until all three requests are inside it
+    try:
+        got = eng.run_group(reqs, "concurrent")
+    finally:
+        shim.gate = None
     assert [r.key for r in got] == ["s0", "s1", "s2"]
     assert _strip(got) == _strip(seq)  # same model, greedy, one sequence at a time on the server
     assert shim.max_active == 3  # all three were in flight together (released by the barrier)
@@ -204,4 +209,6 @@ def test_study_runs_end_to_end(study, shim, tmp_path):
     engines = [json.loads(x) for x in (tmp_path / "run" / "volatile" / "engines.jsonl").read_text().splitlines()]
     assert {e["describe"]["tag"]: e["describe"]["digest"] for e in engines} == \
         {TAGS[q]: shim.digest(TAGS[q]) for q in ("Q8_0", "Q2_K")}  # the resolved digests are recorded
-    assert max(len(b["messages"]) for b in shim.requests) == 1 and shim.max_active == 2
+    # Overlap itself is proven deterministically by test_concurrent_group_in_order_with_timings
+    # (a barrier inside the shim); here scheduling under load may or may not overlap them.
+    assert max(len(b["messages"]) for b in shim.requests) == 1 and 1 <= shim.max_active <= 2

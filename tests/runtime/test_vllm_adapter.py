@@ -172,7 +172,7 @@ def test_real_server_groups_in_order_with_timings(real):
             assert v["dispatch"] == mode and v["group_size"] == 3 and v["recv_s"] > v["send_s"] >= 0
             assert v["latency_s"] > 0 and v["request_id"]
         if mode == "synchronized":  # released together by the barrier, after every connection opened
-            assert got[0].volatile["send_spread_s"] < 0.5
+            assert got[0].volatile["send_spread_s"] < 1.0  # barrier-released; generous for a loaded CI machine
 
 
 def test_real_server_has_no_vllm_tokenize(real):

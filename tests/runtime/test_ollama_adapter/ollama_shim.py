@@ -68,6 +68,8 @@ class OllamaShim:
         """JSON bodies of the chat requests, in arrival order."""
         self.active = 0
         self.max_active = 0
+        self.gate: threading.Barrier | None = None
+        """When set, each /api/chat waits here until all parties arrived: proves they were in flight together."""
         """Most chat requests in flight at once (received, not yet answered)."""
         shim = self
 
@@ -102,6 +104,9 @@ class OllamaShim:
                 with shim.lock:
                     shim.active += 1
                     shim.max_active = max(shim.max_active, shim.active)
+                gate = shim.gate
+                if gate is not None:
+                    gate.wait(timeout=30)  # BrokenBarrierError -> 500 below: requests were not concurrent
                 try:
                     if shim.fail:
                         status, msg = shim.fail.pop(0)
