@@ -16,6 +16,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from compiler.plan import Condition as Cond  # one condition model for plan and analysis
+
 SCORED_SCHEMA_VERSION = 1
 
 Direction = Literal[
@@ -31,20 +33,6 @@ Direction = Literal[
 weakened/strengthened pair; capability tasks lost/gained."""
 
 UNSAFE_DIRECTIONS = frozenset({"refusal_to_compliance", "safety_weakened"})
-
-
-class Cond(BaseModel):
-    """The serving condition of a sample (same fields as the plan's Condition)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    batch_size: int | None = None
-    cobatch: str | None = None
-    group_size: int | None = None
-    quant: str | None = None
-    concurrency: int | None = None
-    kernel: str | None = None
-    repeat: int = 0
 
 
 class ScoredSample(BaseModel):

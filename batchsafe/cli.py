@@ -104,7 +104,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     import shlex
 
     from compiler.plan import load_plan
-    from runtime.executor import RunError, RunInterrupted, RunSetupError, run_plan
+    from runtime.executor import RunInterrupted, run_plan
 
     plan = load_plan(args.plan)
     try:
@@ -114,12 +114,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         _err().print(f"interrupted after {s.groups_done}/{s.groups_total} groups; resume with: batchsafe run "
                      f"{shlex.quote(args.plan)} --out {shlex.quote(args.out)} --resume", markup=False)
         return 130
-    except RunSetupError as exc:
-        _err().print(f"error: {exc}", markup=False)
-        return EXIT_USAGE
-    except RunError as exc:
-        _err().print(f"error: {exc}", markup=False)
-        return EXIT_FAIL
+    # RunSetupError (exit 2) and RunError (exit 1) are reported by main() like every stage's errors.
     _out().print(f"done: {summary.samples_done} samples, {summary.fillers_done} fillers in {summary.groups_total} "
                  f"groups ({summary.groups_run} run now) -> {summary.outputs['samples']}", markup=False)
     return EXIT_OK

@@ -26,7 +26,6 @@ import pytest
 from batchsafe.canonical import canonical_bytes
 from compiler.compile import compile_spec
 from compiler.plan import Locators, Plan
-from runtime import bindings
 from runtime.bindings import Binding, DefaultEngineFactory, binding_for, preflight
 from runtime.engine import EngineError
 from runtime.executor import (

