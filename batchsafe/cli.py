@@ -225,6 +225,25 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Recheck a bundle stage by stage; exit 1 when any stage fails."""
+    from verification.verify import verify
+
+    if args.replay < 0:
+        _err().print("error: --replay takes a number of groups >= 0", markup=False)
+        return EXIT_USAGE
+    store = _store(args) if not Path(args.bundle).exists() else None
+    report = verify(args.bundle, store, claimed_id=args.id, data_dir=args.data_dir, spec=args.spec,
+                    replay=args.replay, replay_seed=args.replay_seed, engine=args.engine)
+    if args.json:
+        print(report.model_dump_json(indent=2))
+    else:
+        con = _out()
+        for line in report.lines():
+            con.print(line, markup=False)
+    return EXIT_OK if report.ok else EXIT_FAIL
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     from batchsafe import __version__
@@ -306,6 +325,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
     store_args(p)
     p.set_defaults(func=cmd_analyze)
+    p = sub.add_parser("verify", help="recheck a bundle: integrity, schemas, plan, coverage, rescoring, statistics, targets")
+    p.add_argument("bundle", help="archive (.tar/.tar.gz), bundle directory, or bundle id in the store")
+    p.add_argument("--json", action="store_true", help="machine-readable report")
+    p.add_argument("--id", help="the bundle id you expect (checked against the manifest's hash)")
+    p.add_argument("--data-dir", help="datasets for recompiling the plan (default: $BATCHSAFE_DATA)")
+    p.add_argument("--spec", help="recompile this spec (for specs whose data ships beside them)")
+    p.add_argument("--replay", type=int, default=0, metavar="N", help="re-run N seeded groups and compare bytes")
+    p.add_argument("--replay-seed", type=int, default=0, help="seed choosing the replayed groups")
+    p.add_argument("--engine", help="replay only groups of this plan engine")
+    store_args(p)
+    p.set_defaults(func=cmd_verify)
     return parser
 
 

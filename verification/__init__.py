@@ -1,0 +1,1 @@
+"""Stage 6: recheck a bundle (verify) and compare two bundles (diff)."""

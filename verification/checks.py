@@ -1,0 +1,430 @@
+"""The verification stages, each a function of the bundle (and what earlier stages parsed).
+
+Every stage checks one claim a bundle makes and names what breaks it:
+
+1. **integrity**: the files are the ones the manifest lists, byte for byte, and the
+   manifest hashes to the id the bundle goes by;
+2. **schemas**: each artifact parses with its model at a version this batchsafe knows;
+3. **plan**: the plan is internally consistent (hash, references, groups, bundled spec)
+   and, when the data is at hand, recompiling the spec gives the same plan;
+4. **coverage**: each planned sample has exactly one output, score and flip row;
+5. **rescoring**: the recorded scorer versions give the recorded scores from the outputs;
+6. **statistics**: the flip registry, statistics, targets and report follow from the scores;
+7. **targets**: the spec's reproducibility targets hold.
+
+A stage that needs a file which failed an earlier stage is skipped and says so, so one
+edited byte is reported once, where it is, not as a cascade.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from analysis.analyze import analyze_scored, plan_from_bytes
+from analysis.flips import RecordError, dump_jsonl, read_flips, read_scored
+from analysis.records import FlipRow, ScoredSample
+from analysis.scoring import ScoringError, score_run, timings_from_bytes
+from batchsafe.canonical import canonical_bytes
+from bundles.manifest import DEFAULT_MAX_JSON_DEPTH, json_depth_exceeds
+from compiler.plan import Plan, PlanError
+
+from .report import Stage
+from .source import BundleSource
+
+PLAN, OUTPUTS, FILLERS = "plan.lock.json", "outputs/samples.jsonl", "outputs/fillers.jsonl"
+SCORES, FLIPS, STATS, TARGETS, REPORT = (f"analysis/{n}" for n in
+                                         ("scores.jsonl", "flips.jsonl", "stats.json", "targets.json", "report.md"))
+JSON_FILES = (STATS, TARGETS, "run.json", "environment.json")
+OUTPUT_FIELDS = {"sample": str, "prompt": str, "group": str, "position": int, "text": str}
+REL_TOL = 1e-9
+
+
+@dataclass
+class Context:
+    """What the stages share: the bundle, the names that failed integrity, and parsed artifacts."""
+
+    src: BundleSource
+    bad: set[str] = field(default_factory=set)
+    plan: Plan | None = None
+    outputs: list[dict[str, Any]] | None = None
+    scored: list[ScoredSample] | None = None
+    flips: list[FlipRow] | None = None
+    json: dict[str, Any] = field(default_factory=dict)
+    rescored: list[ScoredSample] | None = None
+    targets: dict[str, Any] | None = None
+
+    def usable(self, name: str) -> bool:
+        """Whether ``name`` is in the bundle and passed integrity."""
+        return self.src.has(name) and name not in self.bad
+
+    def missing_input(self, stage: Stage, *names: str) -> bool:
+        """Skip ``stage`` (return True) when a needed file is absent or damaged."""
+        for n in names:
+            if not self.src.has(n):
+                stage.skip(f"the bundle has no {n}")
+                return True
+            if n in self.bad:
+                stage.skip(f"{n} failed an earlier stage")
+                return True
+        return False
+
+
+# -- 1. integrity ----------------------------------------------------------------------------
+
+
+def check_integrity(ctx: Context) -> Stage:
+    """Every listed file present, regular, of the listed size and digest; no extra file; id recomputed."""
+    st = Stage(name="integrity")
+    src = ctx.src
+    if src.claimed_id and src.claimed_id != src.bundle_id:
+        st.fail(f"bundle id: manifest.json hashes to {src.bundle_id}, but the bundle is named {src.claimed_id}")
+    nbytes = 0
+    for e in src.manifest.files:
+        sha, size, problem = src.hash_file(e.name)
+        if problem is None and size != e.size:
+            problem = f"size {size} does not match manifest size {e.size}"
+        elif problem is None and sha != e.sha256:
+            problem = f"content hashes to {sha}, manifest says {e.sha256}"
+        if problem:
+            ctx.bad.add(e.name)
+            st.fail(f"{e.name}: {problem}")
+        else:
+            nbytes += e.size
+    for extra in src.extra_paths():
+        st.fail(f"{extra}: not listed in the manifest")
+    st.summary = (f"{len(src.manifest.files)} files, {nbytes:,} bytes match their sha256 and size; "
+                  f"bundle id {src.bundle_id}")
+    if st.status == "FAIL":
+        st.summary = f"{st.n_problems} problem(s) in {len(src.manifest.files)} files"
+    return st
+
+
+# -- 2. schemas ------------------------------------------------------------------------------
+
+
+def _json_object(ctx: Context, name: str, st: Stage) -> dict[str, Any] | None:
+    raw = ctx.src.read(name)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        st.fail(f"{name}: not UTF-8")
+        return None
+    if json_depth_exceeds(text, DEFAULT_MAX_JSON_DEPTH):
+        st.fail(f"{name}: JSON nested deeper than {DEFAULT_MAX_JSON_DEPTH} levels")
+        return None
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        st.fail(f"{name}: not JSON: {exc}")
+        return None
+    if not isinstance(data, dict):
+        st.fail(f"{name}: not a JSON object")
+        return None
+    return data
+
+
+def _outputs(raw: bytes, st: Stage) -> list[dict[str, Any]] | None:
+    out: list[dict[str, Any]] = []
+    ok = True
+    for n, line in enumerate(raw.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            st.fail(f"{OUTPUTS}:{n}: not JSON: {exc}")
+            ok = False
+            continue
+        if not isinstance(rec, dict):
+            st.fail(f"{OUTPUTS}:{n}: not a JSON object")
+            ok = False
+            continue
+        for key, typ in OUTPUT_FIELDS.items():
+            if not isinstance(rec.get(key), typ) or isinstance(rec.get(key), bool):
+                st.fail(f"{OUTPUTS}:{n}: field {key!r} missing or not {typ.__name__}")
+                ok = False
+                break
+        else:
+            out.append(rec)
+    return out if ok else None
+
+
+def check_schemas(ctx: Context) -> Stage:
+    """Each known artifact parses with its model, at a schema version this batchsafe reads."""
+    st = Stage(name="schemas")
+    checked = []
+    if ctx.usable(PLAN):
+        try:
+            ctx.plan = plan_from_bytes(ctx.src.read(PLAN), PLAN)
+            checked.append(PLAN)
+        except PlanError as exc:
+            ctx.bad.add(PLAN)
+            st.fail(str(exc))
+    if ctx.usable(OUTPUTS):
+        ctx.outputs = _outputs(ctx.src.read(OUTPUTS), st)
+        if ctx.outputs is None:
+            ctx.bad.add(OUTPUTS)
+        else:
+            checked.append(OUTPUTS)
+    for name, reader, attr in ((SCORES, read_scored, "scored"), (FLIPS, read_flips, "flips")):
+        if ctx.usable(name):
+            try:
+                setattr(ctx, attr, reader(ctx.src.read(name)))
+                checked.append(name)
+            except RecordError as exc:
+                ctx.bad.add(name)
+                st.fail(str(exc).replace("<bytes>", name))
+    for name in JSON_FILES:
+        if ctx.usable(name):
+            data = _json_object(ctx, name, st)
+            if data is None:
+                ctx.bad.add(name)
+                continue
+            if name.startswith("analysis/") and canonical_bytes(data) != ctx.src.read(name):
+                st.fail(f"{name}: not in canonical form (sorted keys, no whitespace)")
+            ctx.json[name] = data
+            checked.append(name)
+    st.summary = f"{len(checked)} artifacts parsed: {', '.join(checked)}" if st.status == "PASS" else \
+        f"{st.n_problems} artifact problem(s)"
+    return st
+
+
+# -- 3. plan ---------------------------------------------------------------------------------
+
+
+def check_plan_consistency(ctx: Context, st: Stage) -> None:
+    """References inside the plan, run.json's plan hash and the bundled spec texts."""
+    plan = ctx.plan
+    assert plan is not None
+    prompts = {p.id for p in plan.prompts}
+    groups = {g.id: g for g in plan.groups}
+    samples = {s.id: s for s in plan.samples}
+    if len(samples) != len(plan.samples):
+        dup = next(k for k, v in Counter(s.id for s in plan.samples).items() if v > 1)
+        st.fail(f"{PLAN}: sample {dup} is listed twice")
+    for s in plan.samples:
+        g = groups.get(s.group)
+        if s.prompt not in prompts:
+            st.fail(f"{PLAN}: sample {s.id} names unknown prompt {s.prompt}")
+        elif g is None:
+            st.fail(f"{PLAN}: sample {s.id} names unknown group {s.group}")
+        elif not (0 <= s.position < len(g.members)) or g.members[s.position].sample != s.id:
+            st.fail(f"{PLAN}: sample {s.id} is not member {s.position} of group {s.group}")
+        if s.baseline is not None:
+            b = samples.get(s.baseline)
+            if b is None:
+                st.fail(f"{PLAN}: sample {s.id} names unknown baseline {s.baseline}")
+            elif (b.prompt, b.model, b.phase) != (s.prompt, s.model, s.phase):
+                st.fail(f"{PLAN}: baseline {b.id} of sample {s.id} is another prompt, model or phase")
+    run = ctx.json.get("run.json")
+    if run is not None and run.get("plan_hash") != plan.plan_hash:
+        st.fail(f"run.json: plan_hash {run.get('plan_hash')} is not the bundled plan's {plan.plan_hash}")
+    for f in plan.spec.files:
+        name = f"spec/{f.path.lstrip('./')}"
+        if not ctx.src.has(name):
+            st.fail(f"{name}: spec file recorded in the plan is missing from the bundle")
+        elif ctx.usable(name) and ctx.src.read(name) != f.text.encode("utf-8"):
+            st.fail(f"{name}: differs from the spec text recorded in {PLAN}")
+
+
+# -- 4. coverage -----------------------------------------------------------------------------
+
+
+def _exactly_once(st: Stage, name: str, ids: list[str], expected: set[str]) -> None:
+    counts = Counter(ids)
+    for sid, n in counts.items():
+        if n > 1:
+            st.fail(f"{name}: sample {sid} appears {n} times")
+        if sid not in expected:
+            st.fail(f"{name}: sample {sid} is not in the plan")
+    missing = sorted(expected - counts.keys())
+    for sid in missing:
+        st.fail(f"{name}: sample {sid} is missing")
+
+
+def check_coverage(ctx: Context) -> Stage:
+    """Each planned sample exactly once in outputs, scores and (non-baselines) flips, where it belongs."""
+    st = Stage(name="coverage")
+    if ctx.missing_input(st, PLAN, OUTPUTS) or ctx.plan is None or ctx.outputs is None:
+        return st if st.status == "SKIP" else st.skip(f"{PLAN} or {OUTPUTS} unreadable")
+    plan = ctx.plan
+    planned = {s.id: s for s in plan.samples}
+    _exactly_once(st, OUTPUTS, [r["sample"] for r in ctx.outputs], set(planned))
+    for r in ctx.outputs:
+        s = planned.get(r["sample"])
+        if s is not None and (r["prompt"], r["group"], r["position"]) != (s.prompt, s.group, s.position):
+            st.fail(f"{OUTPUTS}: sample {s.id} ran as prompt {r['prompt']} in group {r['group']} position "
+                    f"{r['position']}, the plan says {s.prompt} in {s.group} position {s.position}")
+    checked = [OUTPUTS]
+    if ctx.scored is not None:
+        _exactly_once(st, SCORES, [r.sample for r in ctx.scored], set(planned))
+        checked.append(SCORES)
+    if ctx.flips is not None:
+        _exactly_once(st, FLIPS, [r.sample for r in ctx.flips], {s.id for s in plan.samples if s.baseline})
+        checked.append(FLIPS)
+    st.summary = f"{len(planned):,} planned samples, each exactly once in {', '.join(checked)}"
+    if st.status == "FAIL":
+        st.summary = f"{st.n_problems} coverage problem(s)"
+    return st
+
+
+# -- 5. rescoring ----------------------------------------------------------------------------
+
+
+def recorded_overrides(plan: Plan, scored: list[ScoredSample], st: Stage) -> dict[str, str] | None:
+    """Scorer name -> the one version the scores record (rescored bundles differ from the plan)."""
+    prompts = {p.id: p.scorer for p in plan.prompts}
+    refs: dict[str, set[str]] = {}
+    for r in scored:
+        refs.setdefault(r.scorer.split("@", 1)[0], set()).add(r.scorer)
+    out = {}
+    for name, versions in sorted(refs.items()):
+        if len(versions) > 1:
+            st.fail(f"{SCORES}: scorer {name} is recorded at several versions ({', '.join(sorted(versions))})")
+            return None
+        out[name] = next(iter(versions))
+    planned = {ref.split("@", 1)[0] for ref in prompts.values()}
+    return {k: v for k, v in out.items() if k in planned}
+
+
+def _diff_fields(a: ScoredSample, b: ScoredSample) -> list[str]:
+    da, db = a.model_dump(mode="json"), b.model_dump(mode="json")
+    return [k for k in da if da[k] != db[k]]
+
+
+def check_rescoring(ctx: Context) -> Stage:
+    """Score the outputs again with the recorded scorer versions; every record must match."""
+    st = Stage(name="rescoring")
+    if ctx.missing_input(st, PLAN, OUTPUTS, SCORES) or None in (ctx.plan, ctx.outputs, ctx.scored):
+        return st if st.status == "SKIP" else st.skip("plan, outputs or scores unreadable")
+    assert ctx.plan is not None and ctx.outputs is not None and ctx.scored is not None
+    overrides = recorded_overrides(ctx.plan, ctx.scored, st)
+    if overrides is None:
+        return st
+    timings = timings_from_bytes(ctx.src.read("volatile/timings.jsonl")) if ctx.usable("volatile/timings.jsonl") else {}
+    planned = {s.id for s in ctx.plan.samples}
+    outputs = {r["sample"]: r for r in ctx.outputs if r["sample"] in planned}
+    try:
+        again = score_run(ctx.plan, outputs, timings=timings, scorer_override=overrides)
+    except ScoringError as exc:
+        st.fail(f"{OUTPUTS}: cannot be rescored: {exc}")
+        return st
+    ctx.rescored = again
+    recorded = {r.sample: r for r in ctx.scored}
+    for new in again:
+        old = recorded.get(new.sample)
+        if old is None or old == new:
+            continue
+        for k in _diff_fields(old, new):
+            st.fail(f"{SCORES}: sample {new.sample}: {k} recorded {getattr(old, k)!r}, rescoring with "
+                    f"{new.scorer} gives {getattr(new, k)!r}")
+    if st.status == "PASS" and dump_jsonl(again) != ctx.src.read(SCORES):
+        st.fail(f"{SCORES}: records match but the file is not their canonical serialisation in plan order")
+    refs = ", ".join(sorted({r.scorer for r in again}))
+    st.summary = (f"{len(again):,} samples rescored with {refs}: identical to {SCORES}" if st.status == "PASS"
+                  else f"{st.n_problems} rescoring difference(s)")
+    return st
+
+
+# -- 6. statistics ---------------------------------------------------------------------------
+
+
+def numeric_diffs(a: Any, b: Any, path: str = "") -> list[str]:
+    """Paths where two JSON values differ (numbers beyond a relative 1e-9), each with both values."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b)):
+            sub = f"{path}.{k}" if path else str(k)
+            if k not in a:
+                out.append(f"{sub}: absent, recomputed {_short(b[k])}")
+            elif k not in b:
+                out.append(f"{sub}: recorded {_short(a[k])}, absent when recomputed")
+            else:
+                out += numeric_diffs(a[k], b[k], sub)
+        return out
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [d for i, (x, y) in enumerate(zip(a, b)) for d in numeric_diffs(x, y, f"{path}[{i}]")]
+    num = (int, float)
+    if isinstance(a, num) and isinstance(b, num) and not isinstance(a, bool) and not isinstance(b, bool):
+        if math.isclose(a, b, rel_tol=REL_TOL, abs_tol=1e-12):
+            return []
+    elif a == b:
+        return []
+    return [f"{path}: recorded {_short(a)}, recomputed {_short(b)}"]
+
+
+def _short(v: Any) -> str:
+    text = orjson.dumps(v).decode()
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def check_statistics(ctx: Context) -> Stage:
+    """Flip registry, statistics, targets and report recomputed from the recorded scores."""
+    st = Stage(name="statistics")
+    if ctx.missing_input(st, PLAN, SCORES) or ctx.plan is None or ctx.scored is None:
+        return st if st.status == "SKIP" else st.skip("plan or scores unreadable")
+    plan = ctx.plan
+    res = analyze_scored(ctx.scored, settings=plan.analysis, targets=plan.targets, plan_summary=plan.summary(),
+                         title=str(plan.experiment.get("title") or plan.experiment.get("id") or ""),
+                         phase_order=[p.id for p in plan.phases], plots=False)
+    ctx.targets = res.targets
+    checked = []
+    if ctx.usable(FLIPS):
+        recorded = {r.sample: r for r in ctx.flips or []}
+        for row in res.flips:
+            old = recorded.get(row.sample)
+            if old is not None and old != row:
+                a, b = old.model_dump(mode="json"), row.model_dump(mode="json")
+                fields = [k for k in b if a.get(k) != b[k]]
+                st.fail(f"{FLIPS}: sample {row.sample}: {', '.join(fields)} recorded "
+                        f"{[a.get(k) for k in fields]}, recomputed {[b[k] for k in fields]}")
+        if st.status == "PASS" and dump_jsonl(res.flips) != ctx.src.read(FLIPS):
+            st.fail(f"{FLIPS}: rows match but the file is not their canonical serialisation")
+        checked.append(FLIPS)
+    for name, value in ((STATS, res.stats), (TARGETS, res.targets)):
+        if name in ctx.json:
+            for d in numeric_diffs(ctx.json[name], value):
+                st.fail(f"{name}: {d}")
+            checked.append(name)
+    if ctx.usable(REPORT):
+        plots = sorted(n.removeprefix("analysis/") for n in ctx.src.names if n.startswith("analysis/plots/"))
+        from analysis.report import render_report
+
+        from analysis.analyze import headline, headline_rows
+
+        order = [p.id for p in plan.phases]
+        text = render_report(res.stats, res.targets, title=str(plan.experiment.get("title") or plan.experiment.get("id") or ""),
+                             plan_summary=plan.summary(), plots=plots, phase_order=order,
+                             headline=headline_rows(headline(res.stats, res.targets), order))
+        # A derived bundle (rescore, adjudication) may append sections; the analysis part must match.
+        if not ctx.src.read(REPORT).decode("utf-8", "replace").startswith(text):
+            st.fail(f"{REPORT}: does not match the report rendered from the recomputed statistics")
+        checked.append(REPORT)
+    st.summary = (f"recomputed from {SCORES}: {', '.join(checked)} identical" if st.status == "PASS"
+                  else f"{st.n_problems} difference(s) from the recomputed statistics")
+    return st
+
+
+# -- 7. targets ------------------------------------------------------------------------------
+
+
+def check_targets(ctx: Context) -> Stage:
+    """Every reproducibility target of the spec passes (recomputed, not read from targets.json)."""
+    st = Stage(name="targets")
+    if ctx.targets is None:
+        return st.skip("statistics could not be recomputed")
+    results = ctx.targets.get("targets") or []
+    if not results:
+        return st.skip("the spec sets no targets")
+    for t in results:
+        if t["status"] != "pass":
+            bound = t.get("value", [t.get("low"), t.get("high")])
+            why = t.get("reason") or f"{t['metric']} = {t.get('actual')} is not {t['op']} {bound}"
+            st.fail(f"target {t.get('id')}: {t['status']}: {why}")
+    st.summary = f"{len(results) - st.n_problems} of {len(results)} targets pass"
+    return st
