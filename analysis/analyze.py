@@ -185,13 +185,30 @@ def outputs_from_bytes(raw: bytes) -> dict[str, dict[str, Any]]:
     return out
 
 
-def analyze_bundle(store: Any, ref: str, *, scorer_override: Mapping[str, str] | None = None,
-                   plots: bool = True) -> tuple[str, AnalysisResult]:
-    """(Re)analyse stored bundle ``ref``; write a child bundle (kind "analysis"); return (its id, result).
+@dataclass
+class StoredRun:
+    """A verified stored run bundle's inputs to the analysis (what :func:`load_stored_run` read)."""
 
-    The child lists every file of the parent except the parent's own ``analysis/`` files
-    (replaced by the new ones), so the unchanged files share the parent's objects. The
-    parent is verified first: a damaged object must not be copied under a new digest.
+    bundle_id: str
+    manifest: Any
+    """The bundle's ``bundles.manifest.Manifest``."""
+    plan: Plan
+    outputs: dict[str, dict[str, Any]]
+    """Output records by sample id."""
+    timings: dict[str, float]
+    """Group id -> wall seconds (empty when the bundle has no timings)."""
+
+    def carried_files(self, store: Any) -> dict[str, bytes | Path]:
+        """Every file except the bundle's own ``analysis/`` files, as object paths (a child reuses them)."""
+        return {e.name: store.object_path(e.sha256) for e in self.manifest.files if not e.name.startswith(BUNDLE_PREFIX)}
+
+
+def load_stored_run(store: Any, ref: str) -> StoredRun:
+    """Verify stored bundle ``ref`` and read its plan, outputs and timings.
+
+    The bundle is verified first: a damaged object must not be copied into a child
+    under a new digest. Raises CorruptBundleError, or AnalysisError for a bundle
+    without a plan or outputs.
     """
     from bundles.store import CorruptBundleError
 
@@ -207,11 +224,22 @@ def analyze_bundle(store: Any, ref: str, *, scorer_override: Mapping[str, str] |
     plan = plan_from_bytes(store.read(bid, "plan.lock.json"), f"{bid}:plan.lock.json")
     outputs = outputs_from_bytes(store.read(bid, "outputs/samples.jsonl"))
     timings = timings_from_bytes(store.read(bid, "volatile/timings.jsonl")) if "volatile/timings.jsonl" in names else {}
-    result = analyze_run(plan, outputs, timings=timings, scorer_override=scorer_override, plots=plots)
-    files: dict[str, bytes | Path] = {e.name: store.object_path(e.sha256) for e in manifest.files
-                                      if not e.name.startswith(BUNDLE_PREFIX)}
+    return StoredRun(bid, manifest, plan, outputs, timings)
+
+
+def analyze_bundle(store: Any, ref: str, *, scorer_override: Mapping[str, str] | None = None,
+                   plots: bool = True) -> tuple[str, AnalysisResult]:
+    """(Re)analyse stored bundle ``ref``; write a child bundle (kind "analysis"); return (its id, result).
+
+    The child lists every file of the parent except the parent's own ``analysis/`` files
+    (replaced by the new ones), so the unchanged files share the parent's objects. The
+    parent is verified first: a damaged object must not be copied under a new digest.
+    """
+    run = load_stored_run(store, ref)
+    result = analyze_run(run.plan, run.outputs, timings=run.timings, scorer_override=scorer_override, plots=plots)
+    files = run.carried_files(store)
     files.update(result.bundle_files())
-    return store.write_bundle(files, kind="analysis", parent=bid), result
+    return store.write_bundle(files, kind="analysis", parent=run.bundle_id), result
 
 
 def _context_of(spec_or_plan: Plan | str | Path | None) -> dict[str, Any]:
