@@ -6,8 +6,20 @@ and ``bundles()``; ``registry.render`` prints their results. See ``registry.db``
 
 from .db import Registry, UnknownPromptError, open_registry
 from .ingest import BundleContentError
-from .migrations import SCHEMA_VERSION, NotARegistryError, RegistryError, RegistryVersionError
-from .models import AddResult, BundleInfo, HistoryRow, PromptFlipSummary, PromptHistory, PromptInfo
+from .migrations import (
+    SCHEMA_VERSION,
+    NotARegistryError,
+    RegistryError,
+    RegistryVersionError,
+)
+from .models import (
+    AddResult,
+    BundleInfo,
+    HistoryRow,
+    PromptFlipSummary,
+    PromptHistory,
+    PromptInfo,
+)
 from .render import as_json, render_bundles, render_query, render_show
 
 __all__ = [
