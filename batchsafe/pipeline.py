@@ -72,7 +72,7 @@ def make_bundle(spec: str | Path, data_dir: str | Path | None = None, *, out_roo
     from batchsafe.canonical import hash_file
 
     out = Path(out_root)
-    plan = compile_spec(spec, data_dir, allow_unpinned=allow_unpinned)
+    plan = compile_spec(spec, data_dir, allow_unpinned=allow_unpinned, store=Path(store_root) if store_root else default_store(out))
     run_dir = run_dir_for(plan, out, fresh)
     summary = run_plan(plan, run_dir, resume=run_dir.exists(), progress=progress, engine_factory=engine_factory)
     outputs = run_dir / "outputs" / "samples.jsonl"

@@ -137,7 +137,9 @@ class Checker:
                     self.error(base + ("render", "goals", "field"), "unknown-name",
                                f"{render.goals.field!r} is not a field of {gfmt} records", _hint(render.goals.field, format_fields(gfmt)))
         sel = task.select
-        if (sel.count is None) == (sel.ids is None):
+        if sel.from_bundle is not None:
+            self._check_from_bundle(base + ("select",), sel)
+        elif (sel.count is None) == (sel.ids is None):
             self.error(base + ("select",), "invalid-value", "select needs exactly one of count and ids")
         if sel.ids is not None and (sel.stratify_by or sel.max_prompt_chars):
             self.error(base + ("select",), "invalid-value", "stratify_by and max_prompt_chars apply to count selections only")
@@ -147,6 +149,26 @@ class Checker:
         for key in sel.where:
             if key not in fields:
                 self.error(base + ("select", "where", key), "unknown-name", f"{key!r} is not a field of {fmt} records", _hint(key, fields))
+
+    def _check_from_bundle(self, path: tuple[Any, ...], sel: Any) -> None:
+        """What the pick needs and what it allows; the bundle itself is read by the compiler."""
+        fb = sel.from_bundle
+        at = path + ("from_bundle",)
+        if sel.ids is not None:
+            self.error(path + ("ids",), "invalid-value", "ids cannot be combined with from_bundle",
+                       "select from a prior bundle with a count (or none: every candidate)")
+        if fb.pick == "boundary":
+            if fb.score_range is None:
+                self.error(at, "missing-key", "pick boundary needs score_range", "e.g. score_range: [0.25, 0.75]")
+            elif fb.score_range[0] > fb.score_range[1]:
+                self.error(at + ("score_range",), "invalid-value",
+                           f"score_range [{fb.score_range[0]:g}, {fb.score_range[1]:g}] is empty", "write it as [low, high]")
+            for key in ("directions", "min_flips"):
+                if key in fb.model_fields_set:
+                    self.error(at + (key,), "invalid-value", f"{key} applies to pick flipped only")
+        elif fb.score_range is not None:
+            self.error(at + ("score_range",), "invalid-value", "score_range applies to pick boundary only",
+                       "add pick: boundary to select by mean score")
 
     def check_phase(self, i: int, phase: Phase) -> None:
         """References, axes required by the kind, dispatch support, model references and pins."""

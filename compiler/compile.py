@@ -21,6 +21,7 @@ from .datasets import DatasetFormatError, Record
 from .diagnostics import Diagnostic, SpecError
 from .plan import (InputFile, Locators, PhaseSummary, Plan, Prompt, ResolvedEngine, ResolvedModel,
                    SpecFile, SpecInfo)
+from .prior import PriorError, PriorReader, pick_records
 from .render import RenderError, render_prompt
 from .schedule import ScheduleError, schedule_phase
 from .selection import Candidate, SelectionError, rank_key, select
@@ -115,11 +116,66 @@ def _candidates(task: Task, records: dict[str, list[Record]], seed: int, name: s
             for t, g in zip(t_order, g_order)]
 
 
+def _picked_candidates(task: Task, records: dict[str, list[Record]],
+                       picks: list[tuple[str, ...]]) -> tuple[list[Candidate], list[str]]:
+    """Candidates for the record tuples picked from a prior bundle, and the picks not in the data.
+
+    Jailbreak picks keep the prior's template x goal pairs instead of re-pairing under
+    this spec's seed, so the enriched subset is the prior's prompts whatever the seed.
+    """
+    by_id = {r.id: r for r in records[task.dataset]}
+    goals = {r.id: r for r in records[task.render.goals.dataset]} if task.render.kind == "jailbreak" and task.render.goals else None
+    out, missing = [], []
+    for pick in picks:
+        if goals is None and len(pick) == 1 and pick[0] in by_id:
+            out.append(Candidate(id=pick[0], records=[pick[0]], fields=by_id[pick[0]].fields))
+        elif goals is not None and task.render.goals and len(pick) == 2 and pick[0] in by_id and pick[1] in goals:
+            goal = str(goals[pick[1]].fields.get(task.render.goals.field) or "")
+            out.append(Candidate(id="+".join(pick), records=list(pick), fields=by_id[pick[0]].fields, goal=goal))
+        else:
+            missing.append("+".join(pick))
+    return out, missing
+
+
+def _prior_picks(spec: Spec, doc: LocatedDoc, tasks: set[str], reader: PriorReader,
+                 diags: list[Diagnostic]) -> dict[str, list[tuple[str, ...]]]:
+    """Record tuples picked from prior bundles, by task; tasks with problems are left out."""
+    picks: dict[str, list[tuple[str, ...]]] = {}
+    for name in sorted(tasks):
+        task = spec.tasks[name]
+        fb = task.select.from_bundle
+        if fb is None:
+            continue
+        base = ("tasks", name, "select", "from_bundle")
+        try:
+            errors, picked = pick_records(reader.open(fb.bundle), fb, name, task.dataset)
+        except PriorError as exc:
+            errors, picked = [exc], []
+        for err in errors:
+            diags.append(diag_at(doc, base + err.at, err.code, err.message, err.hint))
+        if not errors:
+            picks[name] = picked
+    return picks
+
+
 def _select_all(spec: Spec, doc: LocatedDoc, records: dict[str, list[Record]],
-                diags: list[Diagnostic]) -> dict[str, list[Prompt]]:
+                diags: list[Diagnostic], picks: dict[str, list[tuple[str, ...]]]) -> dict[str, list[Prompt]]:
     out: dict[str, list[Prompt]] = {}
     for name, task in spec.tasks.items():
-        cands = _candidates(task, records, spec.seed, name)
+        if task.select.from_bundle is None:
+            cands = _candidates(task, records, spec.seed, name)
+        elif name not in picks:
+            continue  # the prior bundle's problems are already reported
+        else:
+            cands, missing = _picked_candidates(task, records, picks[name])
+            if missing:
+                diags.append(diag_at(doc, ("tasks", name, "select", "from_bundle"), "prior-mismatch",
+                                     f"{len(missing)} of the {len(picks[name])} records picked from bundle "
+                                     f"{task.select.from_bundle.bundle} are not in dataset {task.dataset!r} "
+                                     f"(first: {missing[0]!r})",
+                                     "the data changed since the prior bundle was made: compile with the data files "
+                                     "listed in its plan.lock.json inputs"))
+                continue
 
         def render(c: Candidate, task: Task = task, name: str = name) -> Prompt:
             return render_prompt(name, task, c.fields, c.records, c.goal)
@@ -128,7 +184,8 @@ def _select_all(spec: Spec, doc: LocatedDoc, records: dict[str, list[Record]],
             out[name] = select(name, task.select, cands, spec.seed, render)
         except SelectionError as exc:
             for err in [exc, *exc.extra]:
-                path = ("tasks", name, "select") + (("ids", err.index) if err.index is not None else ("count",) if task.select.count else ())
+                path = ("tasks", name, "select") + (err.at if err.at is not None else ("ids", err.index) if err.index is not None
+                                                    else ("count",) if task.select.count else ())
                 diags.append(diag_at(doc, path, err.code, err.message, err.hint))
         except RenderError as exc:
             diags.append(diag_at(doc, ("tasks", name, "render"), "invalid-value", f"cannot render a {task.dataset} record: {exc}"))
@@ -151,8 +208,13 @@ def _resolve_models(spec: Spec, used: set[str]) -> tuple[list[ResolvedModel], di
 
 
 def compile_spec(path: str | os.PathLike[str], data_dir: str | os.PathLike[str] | None = None, *,
-                 allow_unpinned: bool = False) -> Plan:
-    """Compile a spec and its data into a locked, hashed Plan (raises SpecError)."""
+                 allow_unpinned: bool = False, store: Any = None) -> Plan:
+    """Compile a spec and its data into a locked, hashed Plan (raises SpecError).
+
+    ``store`` (a path or ``bundles.store.BundleStore``) is where ``select.from_bundle``
+    finds prior bundles; None: ``$BATCHSAFE_STORE``, else ``runs/store`` relative to the
+    working directory. Specs without ``from_bundle`` never touch it.
+    """
     spec, doc = load_spec(path)
     checker = Checker(spec, doc, allow_unpinned)
     diags = checker.run()
@@ -164,11 +226,13 @@ def compile_spec(path: str | os.PathLike[str], data_dir: str | os.PathLike[str] 
     needed = {spec.tasks[t].dataset for t in used_tasks}
     needed |= {spec.tasks[t].render.goals.dataset for t in used_tasks if spec.tasks[t].render.goals}
     spec = spec.model_copy(update={"tasks": {k: v for k, v in spec.tasks.items() if k in used_tasks}})
+    # Prior bundles are read before the data so that their problems are reported even when data is missing.
+    picks = _prior_picks(spec, doc, used_tasks, PriorReader(store), diags)
     inputs, records = _load_inputs(spec, doc, resolve_data_dir(data_dir), needed, diags)
     bad_data = {d.path.split(".")[1] for d in diags if d.path.startswith("datasets.")}
     ok_tasks = {k: v for k, v in spec.tasks.items()
                 if v.dataset not in bad_data and not (v.render.goals and v.render.goals.dataset in bad_data)}
-    prompts = _select_all(spec.model_copy(update={"tasks": ok_tasks}), doc, records, diags)
+    prompts = _select_all(spec.model_copy(update={"tasks": ok_tasks}), doc, records, diags, picks)
     if diags:
         raise SpecError(diags)
 

@@ -50,6 +50,8 @@ class SelectionError(Exception):
     hint: str = ""
     index: int | None = None
     extra: list["SelectionError"] = field(default_factory=list)
+    at: tuple[str, ...] | None = None
+    """Key path below ``select`` the error is about, when neither ``ids`` nor ``count`` is."""
 
 
 def matches(fields: dict[str, Any], where: dict[str, Any]) -> bool:
@@ -87,12 +89,25 @@ def select(
     seed: int,
     render: Callable[[Candidate], Prompt],
 ) -> list[Prompt]:
-    """Select and render prompts for one task, in seeded rank order."""
+    """Select and render prompts for one task, in seeded rank order.
+
+    With ``from_bundle`` the candidates are the records picked from the prior bundle, and
+    a missing ``count`` takes all of them (still in seeded order, duplicates dropped).
+    """
     eligible = [c for c in candidates if matches(c.fields, sel.where)]
     if sel.ids is not None:
         return _explicit(sel, eligible, render)
-    assert sel.count is not None
-    if sel.count > len(eligible):
+    prior = sel.from_bundle
+    if prior is not None and not eligible:
+        raise SelectionError("empty-selection", f"select.where leaves none of the {len(candidates)} records picked "
+                             f"from bundle {prior.bundle}", "widen select.where", at=("where",))
+    if prior is not None and sel.count is not None and sel.count > len(eligible):
+        after = " after select.where" if sel.where else ""
+        raise SelectionError("selection-too-large", f"selection asks for {sel.count} prompts but bundle {prior.bundle} "
+                             f"provides only {len(eligible)} candidates{after}",
+                             "lower select.count, or leave it out to take every candidate")
+    assert sel.count is not None or prior is not None
+    if sel.count is not None and sel.count > len(eligible):
         raise SelectionError(
             "selection-too-large",
             f"selection asks for {sel.count} prompts but the pool has only {len(eligible)}",
@@ -103,7 +118,7 @@ def select(
     ranked = sorted(eligible, key=lambda c: (key[c.id], c.id))
     seen: set[str] = set()
 
-    def take(pool: list[Candidate], n: int) -> list[Prompt]:
+    def take(pool: list[Candidate], n: int | None) -> list[Prompt]:
         out: list[Prompt] = []
         for cand in pool:
             if len(out) == n:
@@ -115,7 +130,7 @@ def select(
                 continue
             seen.add(prompt.id)
             out.append(prompt)
-        if len(out) < n:
+        if n is not None and len(out) < n:
             raise SelectionError(
                 "selection-too-large",
                 f"selection asks for {n} prompts but only {len(out)} remain after dropping duplicates"
@@ -124,6 +139,12 @@ def select(
             )
         return out
 
+    if sel.count is None:
+        everything = take(ranked, None)  # every candidate: strata would only reorder them
+        if not everything:
+            raise SelectionError("empty-selection", f"all {len(ranked)} candidates are over {sel.max_prompt_chars} characters",
+                                 "raise select.max_prompt_chars", at=("max_prompt_chars",))
+        return everything
     if not sel.stratify_by:
         return take(ranked, sel.count)
     strata: dict[str, list[Candidate]] = {}

@@ -114,11 +114,44 @@ class Render(Strict):
     """For kind jailbreak: the text in a template replaced by the goal (appended when absent)."""
 
 
+FlipDirection = Literal["refusal_to_compliance", "compliance_to_refusal", "safety_weakened", "safety_strengthened",
+                        "capability_lost", "capability_gained"]
+"""A flip direction of the flip registry (``analysis.records.Direction`` without ``none``)."""
+
+
+class FromBundle(Strict):
+    """Candidates restricted to the records whose prompts flipped, or scored near the boundary, in a prior bundle.
+
+    This is how an enriched replication subset is built from an earlier study (TR138 v2's
+    boundary-sensitive prompts from v1). The prior bundle is read from the bundle store and
+    verified; its full id is part of the resolved spec, so it locks the selection.
+    """
+
+    bundle: Annotated[str, Field(pattern=SHA256_PATTERN)]
+    """Full id of the prior bundle (sha256: and 64 lowercase hex); a prefix or tag is refused because the id is what locks the selection."""
+    task: Name | None = None
+    """Task name in the prior bundle whose prompts are meant; defaults to this task's name."""
+    pick: Literal["flipped", "boundary"] = "flipped"
+    """flipped: prompts with flipped rows in the prior flip registry; boundary: prompts whose mean prior score lies in score_range."""
+    directions: list[FlipDirection] | None = Field(None, min_length=1)
+    """For pick flipped: count only flips in these directions (e.g. refusal_to_compliance)."""
+    models: list[Name] | None = Field(None, min_length=1)
+    """Count only rows of these models (model names of the prior bundle)."""
+    phases: list[Name] | None = Field(None, min_length=1)
+    """Count only rows of these phases (phase ids of the prior bundle)."""
+    conditions: list[Annotated[str, Field(min_length=1)]] | None = Field(None, min_length=1)
+    """Count only rows of these conditions, written as condition labels such as bs=8 or q=Q2_K,c=4."""
+    min_flips: int = Field(1, ge=1)
+    """For pick flipped: a prompt must have flipped in at least this many rows."""
+    score_range: list[Annotated[float, Field(ge=0.0, le=1.0)]] | None = Field(None, min_length=2, max_length=2)
+    """For pick boundary (required there): [low, high], inclusive bounds on the mean score of the prompt's prior samples."""
+
+
 class Selection(Strict):
-    """Which records of the pool become prompts: a seeded count, or an explicit id list."""
+    """Which records of the pool become prompts: a seeded count, an explicit id list, or picks from a prior bundle."""
 
     count: int | None = Field(None, ge=1)
-    """Number of prompts to select (seeded, deterministic)."""
+    """Number of prompts to select (seeded, deterministic); with from_bundle it may be left out to take every candidate."""
     ids: list[str] | None = None
     """Explicit record ids, in order (jailbreak tasks: '<template id>+<goal id>')."""
     seed: int | None = None
@@ -129,6 +162,8 @@ class Selection(Strict):
     """Equality filters on record fields applied before selection (a list means any of)."""
     max_prompt_chars: int | None = Field(None, ge=1)
     """Drop rendered prompts longer than this many characters before selection."""
+    from_bundle: FromBundle | None = None
+    """Restrict the candidates to records picked from a prior bundle; then count, where and stratify_by apply as usual (no count: all of them)."""
 
 
 class Task(Strict):
