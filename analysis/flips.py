@@ -36,6 +36,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from batchsafe.canonical import canonical_bytes
+from batchsafe.fastmodel import construct
 
 from .records import SCORED_SCHEMA_VERSION, Direction, FlipRow, ScoredSample
 
@@ -118,7 +119,7 @@ def flip_registry(scored: Sequence[ScoredSample],
         fam = family(r.scorer, r.domain, (r.label, b.label))
         # Every field comes from validated ScoredSample records or is computed here, so the
         # row is built without re-validation (a third of the registry's time at 31k samples).
-        rows.append(FlipRow.model_construct(
+        rows.append(construct(FlipRow,
             schema_version=FLIP_SCHEMA_VERSION, sample=r.sample, baseline=b.sample, phase=r.phase,
             phase_kind=r.phase_kind, model=r.model, task=r.task, domain=r.domain, condition=r.condition,
             prompt=r.prompt, identical=identical, baseline_score=b.score, score=r.score, baseline_label=b.label,

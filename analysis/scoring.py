@@ -19,7 +19,7 @@ from typing import Any
 from batchsafe.canonical import sha256_tag
 from compiler.plan import Plan
 
-from .records import Cond, ScoredSample
+from .records import ScoredSample
 from .registry import parse_ref
 from .scorers import get_scorer
 
@@ -128,7 +128,7 @@ def score_run(plan: Plan, outputs: Mapping[str, Mapping[str, Any]], *, timings: 
             hit = cache[key] = (float(sc.value), sc.label)
         scored.append(ScoredSample(
             sample=s.id, phase=s.phase, phase_kind=kinds[s.phase], model=s.model, task=prompt.task,
-            domain=prompt.domain, condition=Cond(**s.condition.model_dump()), prompt=s.prompt, baseline=s.baseline,
+            domain=prompt.domain, condition=s.condition, prompt=s.prompt, baseline=s.baseline,
             scorer=ref, score=hit[0], label=hit[1], output_sha256=output_sha256(text),
             latency_s=timings.get(s.group)))
     return scored

@@ -42,6 +42,7 @@ SCORES, FLIPS, STATS, TARGETS, REPORT = (f"analysis/{n}" for n in
 JSON_FILES = (STATS, TARGETS, "run.json", "environment.json")
 OUTPUT_FIELDS = {"sample": str, "prompt": str, "group": str, "position": int, "text": str}
 REL_TOL = 1e-9
+RECORD_VERSION = 1  # analysis.records: ScoredSample and FlipRow
 
 
 @dataclass
@@ -54,6 +55,8 @@ class Context:
     outputs: list[dict[str, Any]] | None = None
     scored: list[ScoredSample] | None = None
     flips: list[FlipRow] | None = None
+    scores_raw: list[dict[str, Any]] | None = None
+    flips_raw: list[dict[str, Any]] | None = None
     json: dict[str, Any] = field(default_factory=dict)
     rescored: list[ScoredSample] | None = None
     targets: dict[str, Any] | None = None
@@ -131,15 +134,21 @@ def _json_object(ctx: Context, name: str, st: Stage) -> dict[str, Any] | None:
 def _outputs(raw: bytes, st: Stage) -> list[dict[str, Any]] | None:
     out: list[dict[str, Any]] = []
     ok = True
-    for n, line in enumerate(raw.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
-            st.fail(f"{OUTPUTS}:{n}: not JSON: {exc}")
-            ok = False
-            continue
+    bulk = _bulk(raw)
+    numbered = enumerate(raw.splitlines(), 1) if bulk is None else \
+        zip((n for n, x in enumerate(raw.splitlines(), 1) if x.strip()), bulk)
+    for n, line in numbered:
+        if isinstance(line, bytes):
+            if not line.strip():
+                continue
+            try:
+                rec = orjson.loads(line)
+            except orjson.JSONDecodeError as exc:
+                st.fail(f"{OUTPUTS}:{n}: not JSON: {exc}")
+                ok = False
+                continue
+        else:
+            rec = line
         if not isinstance(rec, dict):
             st.fail(f"{OUTPUTS}:{n}: not a JSON object")
             ok = False
@@ -152,6 +161,66 @@ def _outputs(raw: bytes, st: Stage) -> list[dict[str, Any]] | None:
         else:
             out.append(rec)
     return out if ok else None
+
+
+def _bulk(raw: bytes) -> list[Any] | None:
+    """All JSON lines of ``raw`` parsed in one call (None when any line is not JSON: parse per line then)."""
+    lines = [x for x in raw.splitlines() if x.strip()]
+    try:
+        rows = orjson.loads(b"[" + b",".join(lines) + b"]")
+    except orjson.JSONDecodeError:
+        return None
+    # A line like `1, 2` would parse as two array items: counts must agree.
+    return rows if len(rows) == len(lines) else None
+
+
+def _records(raw: bytes, name: str, st: Stage) -> list[dict[str, Any]] | None:
+    """JSON lines with a known schema_version; field-level validation is deferred (see ``validated``)."""
+    rows = []
+    bulk = _bulk(raw)
+    numbered = enumerate(raw.splitlines(), 1) if bulk is None else \
+        zip((n for n, x in enumerate(raw.splitlines(), 1) if x.strip()), bulk)
+    for n, line in numbered:
+        if isinstance(line, bytes):
+            if not line.strip():
+                continue
+            try:
+                rec = orjson.loads(line)
+            except orjson.JSONDecodeError as exc:
+                st.fail(f"{name}:{n}: not JSON: {exc}")
+                return None
+        else:
+            rec = line
+        v = rec.get("schema_version") if isinstance(rec, dict) else None
+        if not isinstance(v, int) or isinstance(v, bool):
+            st.fail(f"{name}:{n}: not a record (no integer schema_version)")
+            return None
+        if v > RECORD_VERSION:
+            what = "scored sample" if name == SCORES else "flip row"
+            st.fail(f"{name}:{n}: {what} schema_version {v} is newer than this batchsafe understands ({RECORD_VERSION})")
+            return None
+        if not isinstance(rec.get("sample"), str):
+            st.fail(f"{name}:{n}: field 'sample' missing or not str")
+            return None
+        rows.append(rec)
+    return rows
+
+
+def validated(ctx: Context, name: str, st: Stage) -> list[Any] | None:
+    """The pydantic records of ``name`` (scores or flips), validated now; a problem fails ``st``.
+
+    Deferred from the schemas stage because records that serialise back to exactly the
+    bytes recomputed from the outputs are valid by construction; only a file that differs
+    needs the per-record validation, for its messages.
+    """
+    attr, reader = ("scored", read_scored) if name == SCORES else ("flips", read_flips)
+    if getattr(ctx, attr) is None:
+        try:
+            setattr(ctx, attr, reader(ctx.src.read(name)))
+        except RecordError as exc:
+            ctx.bad.add(name)
+            st.fail(str(exc).replace("<bytes>", name))
+    return getattr(ctx, attr)
 
 
 def check_schemas(ctx: Context) -> Stage:
@@ -171,14 +240,14 @@ def check_schemas(ctx: Context) -> Stage:
             ctx.bad.add(OUTPUTS)
         else:
             checked.append(OUTPUTS)
-    for name, reader, attr in ((SCORES, read_scored, "scored"), (FLIPS, read_flips, "flips")):
+    for name, attr in ((SCORES, "scores_raw"), (FLIPS, "flips_raw")):
         if ctx.usable(name):
-            try:
-                setattr(ctx, attr, reader(ctx.src.read(name)))
-                checked.append(name)
-            except RecordError as exc:
+            rows = _records(ctx.src.read(name), name, st)
+            if rows is None:
                 ctx.bad.add(name)
-                st.fail(str(exc).replace("<bytes>", name))
+            else:
+                setattr(ctx, attr, rows)
+                checked.append(name)
     for name in JSON_FILES:
         if ctx.usable(name):
             data = _json_object(ctx, name, st)
@@ -261,11 +330,11 @@ def check_coverage(ctx: Context) -> Stage:
             st.fail(f"{OUTPUTS}: sample {s.id} ran as prompt {r['prompt']} in group {r['group']} position "
                     f"{r['position']}, the plan says {s.prompt} in {s.group} position {s.position}")
     checked = [OUTPUTS]
-    if ctx.scored is not None:
-        _exactly_once(st, SCORES, [r.sample for r in ctx.scored], set(planned))
+    if ctx.scores_raw is not None:
+        _exactly_once(st, SCORES, [r["sample"] for r in ctx.scores_raw], set(planned))
         checked.append(SCORES)
-    if ctx.flips is not None:
-        _exactly_once(st, FLIPS, [r.sample for r in ctx.flips], {s.id for s in plan.samples if s.baseline})
+    if ctx.flips_raw is not None:
+        _exactly_once(st, FLIPS, [r["sample"] for r in ctx.flips_raw], {s.id for s in plan.samples if s.baseline})
         checked.append(FLIPS)
     st.summary = f"{len(planned):,} planned samples, each exactly once in {', '.join(checked)}"
     if st.status == "FAIL":
@@ -276,34 +345,28 @@ def check_coverage(ctx: Context) -> Stage:
 # -- 5. rescoring ----------------------------------------------------------------------------
 
 
-def recorded_overrides(plan: Plan, scored: list[ScoredSample], st: Stage) -> dict[str, str] | None:
+def recorded_overrides(plan: Plan, scorers: list[str], st: Stage) -> dict[str, str] | None:
     """Scorer name -> the one version the scores record (rescored bundles differ from the plan)."""
-    prompts = {p.id: p.scorer for p in plan.prompts}
     refs: dict[str, set[str]] = {}
-    for r in scored:
-        refs.setdefault(r.scorer.split("@", 1)[0], set()).add(r.scorer)
+    for ref in set(scorers):
+        refs.setdefault(ref.split("@", 1)[0], set()).add(ref)
     out = {}
     for name, versions in sorted(refs.items()):
         if len(versions) > 1:
             st.fail(f"{SCORES}: scorer {name} is recorded at several versions ({', '.join(sorted(versions))})")
             return None
         out[name] = next(iter(versions))
-    planned = {ref.split("@", 1)[0] for ref in prompts.values()}
+    planned = {p.scorer.split("@", 1)[0] for p in plan.prompts}
     return {k: v for k, v in out.items() if k in planned}
-
-
-def _diff_fields(a: ScoredSample, b: ScoredSample) -> list[str]:
-    da, db = a.model_dump(mode="json"), b.model_dump(mode="json")
-    return [k for k in da if da[k] != db[k]]
 
 
 def check_rescoring(ctx: Context) -> Stage:
     """Score the outputs again with the recorded scorer versions; every record must match."""
     st = Stage(name="rescoring")
-    if ctx.missing_input(st, PLAN, OUTPUTS, SCORES) or None in (ctx.plan, ctx.outputs, ctx.scored):
+    if ctx.missing_input(st, PLAN, OUTPUTS, SCORES) or None in (ctx.plan, ctx.outputs, ctx.scores_raw):
         return st if st.status == "SKIP" else st.skip("plan, outputs or scores unreadable")
-    assert ctx.plan is not None and ctx.outputs is not None and ctx.scored is not None
-    overrides = recorded_overrides(ctx.plan, ctx.scored, st)
+    assert ctx.plan is not None and ctx.outputs is not None and ctx.scores_raw is not None
+    overrides = recorded_overrides(ctx.plan, [str(r.get("scorer")) for r in ctx.scores_raw], st)
     if overrides is None:
         return st
     timings = timings_from_bytes(ctx.src.read("volatile/timings.jsonl")) if ctx.usable("volatile/timings.jsonl") else {}
@@ -315,7 +378,15 @@ def check_rescoring(ctx: Context) -> Stage:
         st.fail(f"{OUTPUTS}: cannot be rescored: {exc}")
         return st
     ctx.rescored = again
-    recorded = {r.sample: r for r in ctx.scored}
+    refs = ", ".join(sorted({r.scorer for r in again}))
+    if same_jsonl(again, ctx.src.read(SCORES)):
+        ctx.scored = again  # byte-identical: the recorded records are these, valid by construction
+        st.summary = f"{len(again):,} samples rescored with {refs}: byte-identical to {SCORES}"
+        return st
+    recorded_list = validated(ctx, SCORES, st)
+    if recorded_list is None:
+        return st
+    recorded = {r.sample: r for r in recorded_list}
     for new in again:
         old = recorded.get(new.sample)
         if old is None or old == new:
@@ -323,12 +394,25 @@ def check_rescoring(ctx: Context) -> Stage:
         for k in _diff_fields(old, new):
             st.fail(f"{SCORES}: sample {new.sample}: {k} recorded {getattr(old, k)!r}, rescoring with "
                     f"{new.scorer} gives {getattr(new, k)!r}")
-    if st.status == "PASS" and dump_jsonl(again) != ctx.src.read(SCORES):
+    if st.status == "PASS":
         st.fail(f"{SCORES}: records match but the file is not their canonical serialisation in plan order")
-    refs = ", ".join(sorted({r.scorer for r in again}))
-    st.summary = (f"{len(again):,} samples rescored with {refs}: identical to {SCORES}" if st.status == "PASS"
-                  else f"{st.n_problems} rescoring difference(s)")
+    st.summary = f"{st.n_problems} rescoring difference(s)"
     return st
+
+
+def same_jsonl(rows: list[Any], raw: bytes) -> bool:
+    """Whether ``raw`` is exactly ``dump_jsonl(rows)``.
+
+    orjson is tried first (several times faster at 30k rows); it spells some floats
+    differently (``0.00001`` for ``1e-05``), so a mismatch is settled by the canonical dump.
+    """
+    fast = b"".join(orjson.dumps(r.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS) + b"\n" for r in rows)
+    return fast == raw or dump_jsonl(rows) == raw
+
+
+def _diff_fields(a: ScoredSample, b: ScoredSample) -> list[str]:
+    da, db = a.model_dump(mode="json"), b.model_dump(mode="json")
+    return [k for k in da if da[k] != db[k]]
 
 
 # -- 6. statistics ---------------------------------------------------------------------------
@@ -366,15 +450,18 @@ def _short(v: Any) -> str:
 def check_statistics(ctx: Context) -> Stage:
     """Flip registry, statistics, targets and report recomputed from the recorded scores."""
     st = Stage(name="statistics")
-    if ctx.missing_input(st, PLAN, SCORES) or ctx.plan is None or ctx.scored is None:
+    if ctx.missing_input(st, PLAN, SCORES) or ctx.plan is None:
         return st if st.status == "SKIP" else st.skip("plan or scores unreadable")
+    if validated(ctx, SCORES, st) is None:
+        return st
+    assert ctx.scored is not None
     plan = ctx.plan
     res = analyze_scored(ctx.scored, settings=plan.analysis, targets=plan.targets, plan_summary=plan.summary(),
                          title=str(plan.experiment.get("title") or plan.experiment.get("id") or ""),
                          phase_order=[p.id for p in plan.phases], plots=False)
     ctx.targets = res.targets
     checked = []
-    if ctx.usable(FLIPS):
+    if ctx.usable(FLIPS) and not same_jsonl(res.flips, ctx.src.read(FLIPS)) and validated(ctx, FLIPS, st) is not None:
         recorded = {r.sample: r for r in ctx.flips or []}
         for row in res.flips:
             old = recorded.get(row.sample)
@@ -383,8 +470,9 @@ def check_statistics(ctx: Context) -> Stage:
                 fields = [k for k in b if a.get(k) != b[k]]
                 st.fail(f"{FLIPS}: sample {row.sample}: {', '.join(fields)} recorded "
                         f"{[a.get(k) for k in fields]}, recomputed {[b[k] for k in fields]}")
-        if st.status == "PASS" and dump_jsonl(res.flips) != ctx.src.read(FLIPS):
+        if st.status == "PASS":
             st.fail(f"{FLIPS}: rows match but the file is not their canonical serialisation")
+    if ctx.usable(FLIPS):
         checked.append(FLIPS)
     for name, value in ((STATS, res.stats), (TARGETS, res.targets)):
         if name in ctx.json:
