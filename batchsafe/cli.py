@@ -46,7 +46,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     """Compile a spec into plan.lock.json."""
     from compiler.compile import compile_spec
 
-    plan = compile_spec(args.spec, args.data_dir, allow_unpinned=args.allow_unpinned)
+    plan = compile_spec(args.spec, args.data_dir, allow_unpinned=args.allow_unpinned, store=args.store)
     out = Path(args.output or Path(args.spec).with_suffix("").name + ".plan.lock.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
@@ -234,7 +234,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     store = _store(args) if not Path(args.bundle).exists() else None
     report = verify(args.bundle, store, claimed_id=args.id, data_dir=args.data_dir, spec=args.spec,
-                    replay=args.replay, replay_seed=args.replay_seed, engine=args.engine)
+                    recompile=not args.no_recompile, replay=args.replay, replay_seed=args.replay_seed, engine=args.engine)
     if args.json:
         print(report.model_dump_json(indent=2))
     else:
@@ -242,6 +242,70 @@ def cmd_verify(args: argparse.Namespace) -> int:
         for line in report.lines():
             con.print(line, markup=False)
     return EXIT_OK if report.ok else EXIT_FAIL
+
+
+def cmd_rescore(args: argparse.Namespace) -> int:
+    """Rescore a bundle with other scorer versions into a child bundle with an audit of changed labels."""
+    from analysis.rescore import overrides_from_refs, render_rescore, rescore_bundle
+
+    res = rescore_bundle(_store(args), args.bundle, overrides_from_refs(args.scorer), plots=not args.no_plots)
+    _out().print(present.headline_table(res.analysis))
+    _out().print(render_rescore(res), markup=False)
+    return EXIT_OK
+
+
+def cmd_adjudicate_export(args: argparse.Namespace) -> int:
+    """Write a bundle's flip candidates to a CSV for human labelling."""
+    from analysis.adjudication import export_candidates, render_export
+    from verification.source import open_bundle
+
+    with open_bundle(args.bundle, _store(args) if not Path(args.bundle).exists() else None) as src:
+        res = export_candidates(src, Path(args.output), include=args.include, blind=args.blind)
+    _out().print(render_export(res), markup=False)
+    return EXIT_OK
+
+
+def cmd_adjudicate_import(args: argparse.Namespace) -> int:
+    """Record filled-in labels into a child bundle (kappa when >= 2 raters)."""
+    from analysis.adjudication import import_labels, render_import
+
+    labels = [x.strip() for x in args.labels.split(",") if x.strip()] if args.labels else None
+    res = import_labels(_store(args), args.bundle, [Path(p) for p in args.csv], allowed_labels=labels)
+    _out().print(render_import(res), markup=False)
+    return EXIT_OK
+
+
+def _registry(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    import os
+
+    from registry import open_registry
+
+    return open_registry(args.db or os.environ.get("BATCHSAFE_REGISTRY") or Path(args.out) / "registry.sqlite")
+
+
+def cmd_registry(args: argparse.Namespace) -> int:
+    """Add bundles to the persistent flip registry, or query it."""
+    from registry import as_json, render_bundles, render_query, render_show
+
+    with _registry(args) as reg:
+        if args.registry_command == "add":
+            results = [reg.add_ref(ref, _store(args) if not Path(ref).exists() else None) for ref in args.bundles]
+            if args.json:
+                sys.stdout.write(as_json(results).decode())
+            for r in results if not args.json else []:
+                print(f"added {r.bundle}: {r.flip_rows} flip rows ({r.flipped} flipped), {r.prompts} prompts "
+                      f"({r.new_prompts} new)" if r.added else f"already registered: {r.bundle} (nothing changed)")
+        elif args.registry_command == "query":
+            res = reg.query(min_bundles=args.min_bundles, model=args.model, phase_kind=args.phase_kind,
+                            condition=args.condition, direction=args.direction, domain=args.domain, task=args.task)
+            print(as_json(res).decode() if args.json else render_query(res, n_bundles=len(reg.bundles())), end="")
+        elif args.registry_command == "show":
+            h = reg.show(args.prompt)
+            print(as_json(h).decode() if args.json else render_show(h), end="")
+        else:
+            b = reg.bundles()
+            print(as_json(b).decode() if args.json else render_bundles(b), end="")
+    return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -261,6 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("spec")
     p.add_argument("--data-dir", help="directory holding the datasets (default: $BATCHSAFE_DATA)")
     p.add_argument("-o", "--output", help="plan file (default: <spec name>.plan.lock.json)")
+    p.add_argument("--store", help="bundle store for select.from_bundle (default: $BATCHSAFE_STORE or runs/store)")
     p.add_argument("--allow-unpinned", action="store_true", help="record unpinned images/revisions instead of refusing them")
     p.set_defaults(func=cmd_compile)
 
@@ -331,18 +396,69 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--id", help="the bundle id you expect (checked against the manifest's hash)")
     p.add_argument("--data-dir", help="datasets for recompiling the plan (default: $BATCHSAFE_DATA)")
     p.add_argument("--spec", help="recompile this spec (for specs whose data ships beside them)")
+    p.add_argument("--no-recompile", action="store_true", help="check the plan's internal consistency only")
     p.add_argument("--replay", type=int, default=0, metavar="N", help="re-run N seeded groups and compare bytes")
     p.add_argument("--replay-seed", type=int, default=0, help="seed choosing the replayed groups")
     p.add_argument("--engine", help="replay only groups of this plan engine")
     store_args(p)
     p.set_defaults(func=cmd_verify)
+    p = sub.add_parser("rescore", help="rescore a bundle with other scorer versions (child bundle + audit)")
+    p.add_argument("bundle")
+    p.add_argument("--scorer", action="append", required=True, metavar="NAME@VERSION")
+    p.add_argument("--no-plots", action="store_true")
+    store_args(p)
+    p.set_defaults(func=cmd_rescore)
+
+    adj = sub.add_parser("adjudicate", help="human labels for flip candidates").add_subparsers(
+        dest="adjudicate_command", required=True)
+    p = adj.add_parser("export", help="write flip candidates to a CSV for raters")
+    p.add_argument("bundle")
+    p.add_argument("-o", "--output", default="candidates.csv")
+    p.add_argument("--include", choices=("flips", "unsafe", "safety"), default="flips")
+    p.add_argument("--blind", action="store_true", help="hide the scorer's labels from raters")
+    store_args(p)
+    p.set_defaults(func=cmd_adjudicate_export)
+    p = adj.add_parser("import", help="record filled-in CSVs into a child bundle")
+    p.add_argument("bundle", help="the bundle the candidates came from")
+    p.add_argument("csv", nargs="+")
+    p.add_argument("--labels", help="comma-separated allowed labels (default: the scorer's labels + unclear)")
+    store_args(p)
+    p.set_defaults(func=cmd_adjudicate_import)
+
+    reg = sub.add_parser("registry", help="persistent flip registry across bundles (SQLite)").add_subparsers(
+        dest="registry_command", required=True)
+
+    def reg_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--db", help="registry file (default: $BATCHSAFE_REGISTRY or <out>/registry.sqlite)")
+        p.add_argument("--json", action="store_true")
+        store_args(p)
+        p.set_defaults(func=cmd_registry)
+
+    p = reg.add_parser("add", help="add bundles (idempotent)")
+    p.add_argument("bundles", nargs="+")
+    reg_args(p)
+    p = reg.add_parser("query", help="prompts that flipped in at least K bundles")
+    p.add_argument("--min-bundles", type=int, default=1, metavar="K")
+    for opt in ("model", "phase-kind", "condition", "direction", "domain", "task"):
+        p.add_argument(f"--{opt}")
+    reg_args(p)
+    p = reg.add_parser("show", help="one prompt across every registered bundle")
+    p.add_argument("prompt")
+    reg_args(p)
+    p = reg.add_parser("list", help="registered bundles")
+    reg_args(p)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``batchsafe`` console script."""
+    from analysis.adjudication_models import AdjudicationError
+    from analysis.analyze import AnalysisError
+    from analysis.flips import RecordError
+    from analysis.scoring import ScoringError
     from bundles.manifest import BundleError
     from compiler.diagnostics import SpecError
+    from registry import RegistryError
     from compiler.plan import PlanError
     from runtime.executor import RunError, RunInterrupted, RunSetupError
 
@@ -369,7 +485,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RunError as exc:
         _err().print(f"error: {exc}", markup=False)
         return EXIT_FAIL
-    except BundleError as exc:
+    except (BundleError, AnalysisError, RecordError, ScoringError, AdjudicationError, RegistryError) as exc:
         _err().print(f"error: {exc}", markup=False)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -32,37 +32,31 @@ def _spec() -> dict[str, Any]:
     return spec_json_schema()
 
 
-def _plan() -> dict[str, Any]:
-    from compiler.plan import Plan
-
-    return _model_schema(Plan, "plan.schema.json")
-
-
-def _manifest() -> dict[str, Any]:
-    from bundles.manifest import Manifest
-
-    return _model_schema(Manifest, "manifest.schema.json")
-
-
-def _scored_sample() -> dict[str, Any]:
-    from analysis.records import ScoredSample
-
-    return _model_schema(ScoredSample, "scored_sample.schema.json")
+MODELS: dict[str, str] = {
+    "plan.schema.json": "compiler.plan:Plan",
+    "manifest.schema.json": "bundles.manifest:Manifest",
+    "scored_sample.schema.json": "analysis.records:ScoredSample",
+    "flip_row.schema.json": "analysis.records:FlipRow",
+    "rescore_row.schema.json": "analysis.rescore:RescoreRow",
+    "rescore_audit.schema.json": "analysis.rescore:RescoreAudit",
+    "adjudication_label.schema.json": "analysis.adjudication_models:LabelRecord",
+    "adjudication_summary.schema.json": "analysis.adjudication_models:AdjudicationSummary",
+    "verify_report.schema.json": "verification.report:VerifyReport",
+}
+"""Schema file -> the pydantic model (module:Class) it is generated from."""
 
 
-def _flip_row() -> dict[str, Any]:
-    from analysis.records import FlipRow
+def _generator(name: str, ref: str) -> Callable[[], dict[str, Any]]:
+    def gen() -> dict[str, Any]:
+        import importlib
 
-    return _model_schema(FlipRow, "flip_row.schema.json")
+        module, cls = ref.split(":")
+        return _model_schema(getattr(importlib.import_module(module), cls), name)
+    return gen
 
 
 GENERATORS: dict[str, Callable[[], dict[str, Any]]] = {
-    "spec.schema.json": _spec,
-    "plan.schema.json": _plan,
-    "manifest.schema.json": _manifest,
-    "scored_sample.schema.json": _scored_sample,
-    "flip_row.schema.json": _flip_row,
-}
+    "spec.schema.json": _spec, **{name: _generator(name, ref) for name, ref in MODELS.items()}}
 
 
 def render_all() -> dict[str, str]:
