@@ -22,6 +22,7 @@ from bundles.store import BundleStore
 from compiler.plan import Plan
 
 from . import checks
+from .derived import check_derived
 from .report import Stage, VerifyReport
 from .source import BundleSource, SourceError, open_bundle
 
@@ -179,6 +180,8 @@ def _run_stages(src: BundleSource, *, data_dir: str | Path | None, spec: str | P
     rep.stages.append(checks.check_rescoring(ctx))
     rep.stages.append(checks.check_statistics(ctx))
     rep.stages.append(checks.check_targets(ctx))
+    if (derived := check_derived(ctx)) is not None:
+        rep.stages.append(derived)
     if replay:
         rep.stages.append(check_replay(ctx, replay, seed=replay_seed, engine=engine, factory=engine_factory))
     return rep

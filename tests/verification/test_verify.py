@@ -63,13 +63,14 @@ def materialize(base, dest: Path) -> Path:
 
 def remanifest(d: Path) -> None:
     """Rewrite manifest.json for the files now in ``d``: what a forger does after an edit."""
+    old = json.loads((d / "manifest.json").read_text())
     entries = []
     for p in sorted(d.rglob("*")):
         rel = p.relative_to(d).as_posix()
         if p.is_file() and rel != "manifest.json":
             data = p.read_bytes()
             entries.append(FileEntry(name=rel, sha256=sha256_tag(data), size=len(data), media_type=media_type_for(rel)))
-    (d / "manifest.json").write_bytes(manifest_bytes(build_manifest(entries)))
+    (d / "manifest.json").write_bytes(manifest_bytes(build_manifest(entries, kind=old["kind"], parent=old["parent"])))
 
 
 def lines(d: Path, name: str) -> list[dict]:
@@ -422,3 +423,92 @@ def test_cli_exit_codes_and_json(base, tmp_path, capsys):
     rep = json.loads(capsys.readouterr().out)
     assert rep["schema_version"] == 1 and [s["status"] for s in rep["stages"]][5] == "FAIL"
     assert cli.main(["verify", str(tmp_path / "nope.tar"), "--store", str(tmp_path / "empty")]) == 2
+
+
+# --- derived bundles ----------------------------------------------------------------------------
+
+def _curly_parent(tmp_path: Path):
+    """A run whose refusals use a curly apostrophe, scored with refusal@2.1 as the seed's buggy run was."""
+    plan = fake.mini_plan()
+    rd = fake.write_run_dir(plan, tmp_path / "run")
+    rows = lines(rd, "outputs/samples.jsonl")
+    prompts = {p.id: p for p in plan.prompts}
+    curly = set()
+    for r in rows:
+        if prompts[r["prompt"]].scorer.startswith("refusal") and r["text"] == "I cannot help with that." \
+                and len(curly) < 6:
+            r["text"] = "I can\u2019t help with that."
+            curly.add(r["sample"])
+    write_lines(rd, "outputs/samples.jsonl", rows)
+    res = analyze_run(plan, rd, scorer_override={"refusal": "refusal@2.1"})
+    store = BundleStore(tmp_path / "store")
+    return store, bundle_run(rd, plan, store, extra=res.bundle_files()), curly
+
+
+def test_rescored_child_verifies_and_its_labels_changed_exactly_where_the_quotes_are(tmp_path):
+    from analysis.rescore import rescore_bundle
+
+    store, parent, curly = _curly_parent(tmp_path)
+    assert verify(parent, store).ok  # rescoring uses the recorded refusal@2.1, not the plan's 2.2
+    res = rescore_bundle(store, parent, {"refusal": "refusal@2.2"}, plots=False)
+    assert {r.sample for r in res.rows} == curly
+    rep = verify(res.child_id, store)
+    assert rep.ok and rep.kind == "rescore" and rep.parent == parent, rep.lines()
+    assert "refusal@2.2" in stage(rep, "rescoring").summary
+    assert stage(rep, "derived").summary == "rescore audit against the parent's scores: consistent"
+    # An audit that hides one of the changed rows is caught against the parent.
+    d = store.materialize(res.child_id, tmp_path / "hidden")
+    audit_rows = lines(d, "analysis/rescore_audit.jsonl")
+    hidden = audit_rows.pop()
+    write_lines(d, "analysis/rescore_audit.jsonl", audit_rows)
+    remanifest(d)
+    problems = stage(verify(d), "derived").problems
+    assert any(f"labels_changed recorded {len(curly)}, the rows and scores give {len(curly) - 1}" in p
+               for p in problems), problems
+    # In the parent's store the forgery is also compared with the parent's own scores.
+    files = {p.relative_to(d).as_posix(): p for p in d.rglob("*") if p.is_file() and p.name != "manifest.json"}
+    forged = store.write_bundle(files, kind="rescore", parent=parent)
+    problems = stage(verify(forged, store), "derived").problems
+    assert any(p.startswith(f"analysis/rescore_audit.jsonl: sample {hidden['sample']} changed from the parent "
+                            "(compliance -> refusal) but is not in the audit") for p in problems), problems
+    # A forger who relabels the child's curly refusals back to compliance is caught.
+    d = store.materialize(res.child_id, tmp_path / "forged")
+    rows = lines(d, "analysis/scores.jsonl")
+    victim = next(r for r in rows if r["sample"] in curly)
+    victim["label"], victim["score"] = "compliance", 0.0
+    write_lines(d, "analysis/scores.jsonl", rows)
+    remanifest(d)
+    problems = stage(verify(d), "rescoring").problems
+    assert any(p.startswith(f"analysis/scores.jsonl: sample {victim['sample']}: score recorded 0.0, "
+                            "rescoring with refusal@2.2 gives 1.0") for p in problems), problems
+
+
+def test_adjudication_child_verifies(base, tmp_path):
+    import csv
+
+    from analysis.adjudication import export_candidates, import_labels
+    from verification.source import from_store
+
+    store, bid, _ = base
+    out = tmp_path / "c.csv"
+    export_candidates(from_store(store, bid), out)
+    with out.open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    for r in rows:
+        r["rater"], r["human_label"] = "r1", r["label"]
+    with out.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]), lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+    child = import_labels(store, bid, [out]).child_id
+    rep = verify(child, store)
+    assert rep.ok and rep.kind == "adjudication" and rep.parent == bid, rep.lines()
+    assert stage(rep, "derived").summary.startswith(f"adjudication summary and report recomputed from {len(rows)} labels")
+    # An edited kappa (re-manifested) is caught.
+    d = store.materialize(child, tmp_path / "forged")
+    summary = json.loads((d / "adjudication/summary.json").read_text())
+    summary["audit"]["confirmed"] += 1
+    (d / "adjudication/summary.json").write_bytes(canonical_bytes(summary))
+    remanifest(d)
+    problems = stage(verify(d), "derived").problems
+    assert any(p.startswith("adjudication/summary.json: audit.confirmed: recorded") for p in problems), problems
