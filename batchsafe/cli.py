@@ -308,6 +308,25 @@ def cmd_registry(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_diff(args: argparse.Namespace) -> int:
+    """Compare two bundles: setup, output identity, flip registries, statistics; --fail-on gates."""
+    from verification.diff import GateError, diff_bundles, evaluate_gates, exit_code, parse_gate, render_diff, with_gates
+    from verification.source import open_bundle
+
+    try:
+        gates = [parse_gate(t) for t in args.fail_on or []]
+        store = _store(args)
+        with open_bundle(args.a, None if Path(args.a).exists() else store) as a, \
+                open_bundle(args.b, None if Path(args.b).exists() else store) as b:
+            diff = diff_bundles(a, b)
+        results = evaluate_gates(diff, gates)
+    except GateError as exc:
+        _err().print(f"error: {exc}", markup=False)
+        return EXIT_USAGE
+    print(with_gates(diff, results).model_dump_json(indent=2) if args.json else render_diff(diff, results), end="")
+    return exit_code(results)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     from batchsafe import __version__
@@ -402,6 +421,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", help="replay only groups of this plan engine")
     store_args(p)
     p.set_defaults(func=cmd_verify)
+    p = sub.add_parser("diff", help="compare two bundles (exit 1 when a --fail-on gate fails)")
+    p.add_argument("a", help="bundle A (id, directory or archive)")
+    p.add_argument("b", help="bundle B")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--fail-on", action="append", metavar="METRIC>VALUE",
+                   help='gate, e.g. \'b.stats.p1_batch_size.flip_rate.safety>0.05\' or \'agreement.overall<0.99\'')
+    store_args(p)
+    p.set_defaults(func=cmd_diff)
+
     p = sub.add_parser("rescore", help="rescore a bundle with other scorer versions (child bundle + audit)")
     p.add_argument("bundle")
     p.add_argument("--scorer", action="append", required=True, metavar="NAME@VERSION")

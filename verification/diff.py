@@ -1,0 +1,325 @@
+"""``batchsafe diff A B``: what differs between two analysed bundles, and deployment gates.
+
+``diff_bundles(a, b)`` compares two ``BundleSource``s (``verification.source``):
+
+* **setup**: plan (``compiler.plandiff.diff_plans`` when the plan files differ: settings,
+  inputs, prompts, phases, engine configs with image digests and flags, models), locators,
+  spec texts, scorer versions per task (from ``analysis/scores.jsonl``), ``environment.json``
+  flattened to paths, and every bundle file whose digest differs;
+* **outputs**: samples matched by (phase, model, prompt, canonical condition), not by
+  sample id, with byte identity of their outputs (``output_sha256``) per condition;
+* **flips**: the two flip registries matched the same way: flipped in both (same or other
+  direction), only in A, only in B, and agreement per model, model x condition, phase;
+* **stats**: numeric leaves of ``analysis/stats.json`` that differ.
+
+Gates (``--fail-on``) are in ``diff_gates``, the text report in ``diff_render``; both are
+re-exported here. Files are parsed with orjson into plain dicts (``diff_read``) and a file
+whose bytes are the same in A and B is parsed once.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import orjson
+
+from analysis.analyze import plan_from_bytes
+from compiler.plandiff import diff_plans
+
+from .diff_gates import (
+    GateError,
+    GateSyntaxError,
+    UnknownMetricError,
+    evaluate_gates,
+    exit_code,
+    format_gate,
+    metric_paths,
+    parse_gate,
+    with_gates,
+)
+from .diff_models import (
+    AgreementCell,
+    BundleDiff,
+    BundleSide,
+    EnvironmentDiff,
+    FileChange,
+    FlipDisagreement,
+    FlipsDiff,
+    Gate,
+    GateResult,
+    OutputCell,
+    OutputsDiff,
+    ScorerChange,
+    SetupDiff,
+    StatChange,
+    StatsDiff,
+    ValueChange,
+)
+from .diff_paths import flatten, format_path, is_number
+from .diff_read import PLAN, Conditions, DiffError, Key, SideData
+from .diff_render import render_diff
+from .source import BundleSource
+
+__all__ = ["BundleDiff", "DiffError", "Gate", "GateError", "GateResult", "GateSyntaxError", "UnknownMetricError",
+           "diff_bundles", "evaluate_gates", "exit_code", "format_gate", "metric_paths", "parse_gate",
+           "render_diff", "with_gates"]
+
+MAX_ENV_CHANGES = 200
+"""Environment keys listed (all are counted)."""
+MAX_DISAGREEMENTS = 5000
+"""Disagreeing flip rows listed (all are counted)."""
+STATS_TOLERANCE = 1e-12
+
+
+def diff_bundles(a: BundleSource, b: BundleSource) -> BundleDiff:
+    """Compare bundle A with bundle B (see the module docstring).
+
+    Raises ``DiffError`` for a bundle without analysis files or with a malformed or newer
+    record, ``compiler.plan.PlanError`` for an unreadable or tampered plan.
+    """
+    conds = Conditions()
+    cache: dict[Any, Any] = {}
+    da, db = SideData(a, "A", conds, cache), SideData(b, "B", conds, cache)
+    setup, hashes = _setup(da, db)
+    outputs = _outputs(da.scores, db.scores, conds.labels)
+    flips = _flips(da.flips, db.flips, conds.labels)
+    stats_a, stats_b = _numeric_leaves(da.stats), _numeric_leaves(db.stats)
+    diff = BundleDiff(
+        a=_side(da, hashes[0]), b=_side(db, hashes[1]), same_bundle=a.bundle_id == b.bundle_id,
+        setup=setup, outputs=outputs, flips=flips, stats=_stats(stats_a, stats_b))
+    diff._stats_a, diff._stats_b = da.stats, db.stats
+    return diff
+
+
+def _side(d: SideData, plan_hash: str | None) -> BundleSide:
+    m = d.src.manifest
+    return BundleSide(bundle_id=d.src.bundle_id, kind=m.kind, parent=m.parent, where=d.src.where,
+                      plan_hash=plan_hash, samples=len(d.scores), flip_rows=len(d.flips))
+
+
+# --- setup ------------------------------------------------------------------------------
+
+
+def _plan_hash_of(raw: bytes) -> str | None:
+    # Only shown (the plans' bytes decide sameness), so a 30k-sample plan is not parsed for it:
+    # in JSON the byte string below can only be an object key; taken when it occurs once.
+    marker = b'"plan_hash":"'
+    if raw.count(marker) == 1:
+        i = raw.index(marker) + len(marker)
+        j = raw.find(b'"', i)
+        value = raw[i:j].decode("utf-8", "replace")
+        if value.startswith("sha256:"):
+            return value
+    try:
+        value = orjson.loads(raw).get("plan_hash")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
+
+
+def _setup(da: SideData, db: SideData) -> tuple[SetupDiff, tuple[str | None, str | None]]:
+    plan_diff, locators_changed = None, False
+    pa_digest, pb_digest = da.digest(PLAN), db.digest(PLAN)
+    if pa_digest is None or pb_digest is None:
+        hashes = tuple(_plan_hash_of(d.src.read(PLAN)) if dg else None
+                       for d, dg in ((da, pa_digest), (db, pb_digest)))
+    elif pa_digest == pb_digest:
+        # Byte-identical plans: nothing to compare, and no need to validate 30k samples twice.
+        h = _plan_hash_of(da.src.read(PLAN))
+        hashes = (h, h)
+    else:
+        pa = plan_from_bytes(da.src.read(PLAN), f"A ({da.src.bundle_id}): {PLAN}")
+        pb = plan_from_bytes(db.src.read(PLAN), f"B ({db.src.bundle_id}): {PLAN}")
+        plan_diff = diff_plans(pa, pb)
+        locators_changed = pa.locators != pb.locators
+        hashes = (pa.plan_hash, pb.plan_hash)
+    names_a, names_b = da.src.names, db.src.names
+    files = []
+    for name in sorted(names_a | names_b):
+        if name not in names_b:
+            files.append(FileChange(name=name, status="only_a"))
+        elif name not in names_a:
+            files.append(FileChange(name=name, status="only_b"))
+        elif da.digest(name) != db.digest(name):
+            files.append(FileChange(name=name, status="changed"))
+    spec_files = [f for f in files if f.name.startswith("spec/")]
+    scorers = _scorers(da.scores, db.scores)
+    env = _environment(da.environment, db.environment)
+    n_plan = 0
+    if plan_diff is not None:
+        pd = plan_diff
+        # Sample changes follow from the others (a new batch size adds samples): counted once.
+        n_plan = (len(pd.settings) + len(pd.inputs) + len(pd.prompts_added) + len(pd.prompts_removed)
+                  + len(pd.phases) + len(pd.engines) + len(pd.models)
+                  + int(bool(pd.samples_added or pd.samples_removed or pd.samples_regrouped))) or int(not pd.same)
+    elif hashes[0] != hashes[1]:
+        n_plan = 1  # a plan on one side only
+    changes = (n_plan + int(locators_changed) + len(spec_files) + len(scorers)
+               + env.changed + env.only_a + env.only_b)
+    same_plan = hashes[0] is not None and hashes[0] == hashes[1]
+    return SetupDiff(same_plan=same_plan, plan=plan_diff, locators_changed=locators_changed,
+                     spec_files=spec_files, scorers=scorers, environment=env, files=files,
+                     changes=changes), hashes  # type: ignore[return-value]
+
+
+def _scorers(sa: dict[Key, tuple[Any, ...]], sb: dict[Key, tuple[Any, ...]]) -> list[ScorerChange]:
+    def by_task(index: dict[Key, tuple[Any, ...]]) -> dict[str, set[str]]:
+        out: dict[str, set[str]] = defaultdict(set)
+        for task, scorer in {(v[4], v[3]) for v in index.values()}:
+            out[str(task)].add(str(scorer))
+        return out
+
+    ta, tb = by_task(sa), by_task(sb)
+    return [ScorerChange(task=t, a=sorted(ta.get(t, ())), b=sorted(tb.get(t, ())))
+            for t in sorted(ta.keys() | tb.keys()) if ta.get(t) != tb.get(t)]
+
+
+def _environment(ea: dict[str, Any] | None, eb: dict[str, Any] | None) -> EnvironmentDiff:
+    if ea is None and eb is None:
+        return EnvironmentDiff()
+    fa = flatten(ea or {}, string_lists=True)
+    fb = flatten(eb or {}, string_lists=True)
+    changes: list[ValueChange] = []
+    counts = {"changed": 0, "only_a": 0, "only_b": 0}
+    for path in sorted(fa.keys() | fb.keys()):
+        status = "only_b" if path not in fa else "only_a" if path not in fb else (
+            "changed" if fa[path] != fb[path] or type(fa[path]) is not type(fb[path]) else None)
+        if status is None:
+            continue
+        counts[status] += 1
+        if len(changes) < MAX_ENV_CHANGES:
+            changes.append(ValueChange(path=format_path(path), status=status, a=fa.get(path), b=fb.get(path)))
+    total = sum(counts.values())
+    return EnvironmentDiff(present=(ea is not None, eb is not None), changes=changes,
+                           truncated=total > len(changes), **counts)
+
+
+# --- outputs ----------------------------------------------------------------------------
+
+
+def _outputs(sa: dict[Key, tuple[Any, ...]], sb: dict[Key, tuple[Any, ...]],
+             labels: dict[tuple[Any, ...], str]) -> OutputsDiff:
+    # cell (phase, condition label) -> [matched, identical, labels_changed, only_a, only_b]
+    cells: dict[tuple[str, str], list[int]] = {}
+    new = [0, 0, 0, 0, 0].copy
+    for key, va in sa.items():
+        ck = (key[0], labels[key[3]])
+        cell = cells.get(ck) or cells.setdefault(ck, new())
+        vb = sb.get(key)
+        if vb is None:
+            cell[3] += 1
+            continue
+        cell[0] += 1
+        if va[1] == vb[1]:
+            cell[1] += 1
+        if va[2] != vb[2]:
+            cell[2] += 1
+    if sb is not sa:
+        for key in sb:  # B's file order, so cells first seen in B come out in a stable order
+            if key not in sa:
+                ck = (key[0], labels[key[3]])
+                (cells.get(ck) or cells.setdefault(ck, new()))[4] += 1
+    rows = []
+    tot = [0, 0, 0, 0, 0]
+    for ck, c in cells.items():
+        tot = [x + y for x, y in zip(tot, c)]
+        rows.append(OutputCell(phase=str(ck[0]), condition=ck[1], matched=c[0], identical=c[1],
+                               identical_rate=_rate(c[1], c[0]), labels_changed=c[2], only_a=c[3], only_b=c[4]))
+    return OutputsDiff(matched=tot[0], identical=tot[1], identical_rate=_rate(tot[1], tot[0]),
+                       labels_changed=tot[2], only_a=tot[3], only_b=tot[4], by_condition=rows)
+
+
+def _rate(k: int, n: int) -> float | None:
+    return k / n if n else None
+
+
+# --- flips ------------------------------------------------------------------------------
+
+
+def _verdict(v: tuple[Any, ...]) -> str:
+    # v: sample, flipped, direction, baseline_label, label, task
+    return f"{v[3]} -> {v[4]} ({v[2]})" if v[1] else f"{v[4]} (no flip)"
+
+
+def _flips(fa: dict[Key, tuple[Any, ...]], fb: dict[Key, tuple[Any, ...]],
+           labels: dict[tuple[Any, ...], str]) -> FlipsDiff:
+    # cell (phase, model, condition label) -> [matched, agree, both_flipped, direction, only_a, only_b]
+    cells: dict[tuple[Any, Any, str], list[int]] = {}
+    new = [0, 0, 0, 0, 0, 0].copy
+    disagreements: list[FlipDisagreement] = []
+    n_dis = 0
+    rows_only_a = 0
+    for key, va in fa.items():
+        vb = fb.get(key)
+        if vb is None:
+            rows_only_a += 1
+            continue
+        ck = (key[0], key[1], labels[key[3]])
+        cell = cells.get(ck) or cells.setdefault(ck, new())
+        cell[0] += 1
+        flipped_a = bool(va[1])
+        if flipped_a != bool(vb[1]):
+            kind = "only_a" if flipped_a else "only_b"
+            cell[4 if flipped_a else 5] += 1
+        elif not flipped_a:
+            cell[1] += 1
+            continue
+        elif va[2] == vb[2]:
+            cell[1] += 1
+            cell[2] += 1
+            continue
+        else:
+            kind = "direction"
+            cell[3] += 1
+        n_dis += 1
+        if len(disagreements) < MAX_DISAGREEMENTS:
+            disagreements.append(FlipDisagreement(
+                kind=kind, phase=str(key[0]), model=str(key[1]), condition=ck[2], prompt=str(key[2]),
+                task=str(va[5]), sample_a=str(va[0]), sample_b=str(vb[0]), a=_verdict(va), b=_verdict(vb)))
+    rows_only_b = sum(1 for k in fb if k not in fa) if fb is not fa else 0
+    groups: dict[str, dict[tuple[Any, ...], list[int]]] = {"by_model": {}, "by_model_condition": {},
+                                                            "by_phase": {}, "by_cell": {}}
+    total = [0] * 6
+    for (phase, model, cond), c in cells.items():
+        total = [x + y for x, y in zip(total, c)]
+        for name, gk in (("by_model", (None, model, None)), ("by_model_condition", (None, model, cond)),
+                         ("by_phase", (phase, None, None)), ("by_cell", (phase, model, cond))):
+            g = groups[name].setdefault(gk, [0] * 6)
+            g[:] = [x + y for x, y in zip(g, c)]
+
+    def cell_model(gk: tuple[Any, ...], c: list[int]) -> AgreementCell:
+        p, m, cond = gk
+        return AgreementCell(phase=None if p is None else str(p), model=None if m is None else str(m),
+                             condition=cond, matched=c[0], agree=c[1], both_flipped=c[2],
+                             direction_disagreements=c[3], only_a=c[4], only_b=c[5], rate=_rate(c[1], c[0]))
+
+    built = {name: [cell_model(gk, c) for gk, c in g.items()] for name, g in groups.items()}
+    return FlipsDiff(matched=total[0], rows_only_a=rows_only_a, rows_only_b=rows_only_b, both_flipped=total[2],
+                     direction_disagreements=total[3], only_a=total[4], only_b=total[5],
+                     neither=total[1] - total[2], agreement=_rate(total[1], total[0]),
+                     disagreements=disagreements, disagreements_total=n_dis,
+                     truncated=n_dis > len(disagreements), **built)
+
+
+# --- stats ------------------------------------------------------------------------------
+
+
+def _numeric_leaves(stats: dict[str, Any]) -> dict[tuple[str, ...], Any]:
+    """Number, boolean and null leaves (strings are descriptions, not results)."""
+    return {p: v for p, v in flatten(stats, count_blocks=False).items() if v is None or is_number(v)}
+
+
+def _stats(la: dict[tuple[str, ...], Any], lb: dict[tuple[str, ...], Any]) -> StatsDiff:
+    changed = []
+    for path in sorted(la.keys() & lb.keys()):
+        x, y = la[path], lb[path]
+        if is_number(x) and is_number(y):
+            if abs(float(y) - float(x)) <= STATS_TOLERANCE and isinstance(x, bool) == isinstance(y, bool):
+                continue
+            changed.append(StatChange(path=format_path(path), a=x, b=y, delta=float(y) - float(x)))
+        elif x is not y:  # None on one side only (both None: no change)
+            changed.append(StatChange(path=format_path(path), a=x, b=y, delta=None))
+    return StatsDiff(leaves=(len(la), len(lb)), changed=changed,
+                     only_a=[format_path(p) for p in sorted(la.keys() - lb.keys())],
+                     only_b=[format_path(p) for p in sorted(lb.keys() - la.keys())])

@@ -1,0 +1,192 @@
+"""Fast readers of a bundle's analysis files for ``batchsafe diff``.
+
+Two 31k-sample bundles must diff in well under a second, so JSONL lines are parsed with
+orjson into plain dicts, not validated per row by pydantic, and a line that B has byte
+for byte from A is parsed once (``LineCache``); a file with the same digest in both is
+read once. What is checked per line: a JSON object, a ``schema_version`` this batchsafe
+understands (newer is refused), the fields the diff reads, and a sample key (phase,
+model, prompt, condition) that does not repeat. Each distinct condition is validated
+once by ``compiler.plan.Condition``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from operator import itemgetter
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from analysis.flips import FLIP_SCHEMA_VERSION
+from analysis.records import SCORED_SCHEMA_VERSION
+from bundles.manifest import BundleError
+from compiler.plan import Condition
+
+from .source import BundleSource
+
+SCORES = "analysis/scores.jsonl"
+FLIPS = "analysis/flips.jsonl"
+STATS = "analysis/stats.json"
+ENVIRONMENT = "environment.json"
+PLAN = "plan.lock.json"
+REQUIRED = (SCORES, FLIPS, STATS)
+
+COND_FIELDS = tuple(Condition.model_fields)
+Key = tuple[str, str, str, tuple[Any, ...]]
+"""(phase, model, prompt, canonical condition): how samples are matched between bundles."""
+
+SCORE_FIELDS = ("sample", "output_sha256", "label", "scorer", "task")
+FLIP_FIELDS = ("sample", "flipped", "direction", "baseline_label", "label", "task")
+
+
+class DiffError(BundleError, ValueError):
+    """A bundle the diff cannot use: no analysis files, a malformed or newer record (named by file and line)."""
+
+
+def require_analysis(src: BundleSource, side: str) -> None:
+    """Refuse a bundle without the analysis files the diff compares."""
+    missing = [n for n in REQUIRED if not src.has(n)]
+    if missing:
+        hint = (f"analyse it first: batchsafe analyze {src.bundle_id}" if src.has("outputs/samples.jsonl")
+                else "it has no outputs either")
+        raise DiffError(f"bundle {side} ({src.bundle_id}, {src.where}) has no {', '.join(missing)}: "
+                        f"diff compares analysed bundles; {hint}")
+
+
+class Conditions:
+    """Canonical form and label of record conditions, each distinct condition validated once."""
+
+    def __init__(self) -> None:
+        self.seen: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+        """Raw condition values (field order) -> canonical tuple, for conditions already validated."""
+        self.labels: dict[tuple[Any, ...], str] = {}
+        """Canonical condition -> ``Condition.label()``."""
+
+    def canonical(self, cond: Any) -> tuple[Any, ...]:
+        """The condition as a tuple in field order, defaults filled (raises ValueError if invalid)."""
+        raw = tuple(map(cond.get, COND_FIELDS))
+        canon = self.seen.get(raw)
+        if canon is None:
+            try:
+                c = Condition.model_validate(cond)
+            except ValidationError as exc:
+                raise ValueError(f"invalid condition {cond!r}: {' '.join(str(exc).splitlines()[1:3])}") from None
+            canon = tuple(getattr(c, f) for f in COND_FIELDS)
+            self.seen[raw] = canon
+            self.labels[canon] = c.label()
+        return canon
+
+
+class LineCache:
+    """Parsed lines of one kind of file, shared by A and B: a line B has byte for byte from A
+    is not parsed again (two runs of one plan differ in few lines)."""
+
+    def __init__(self, what: str, current: int, fields: Sequence[str], conds: Conditions,
+                 volatile: str | None = None) -> None:
+        self.what, self.current, self.conds = what, current, conds
+        self.pick = itemgetter(*fields)
+        self.lines: dict[bytes, tuple[Key, tuple[Any, ...]]] = {}
+        # A numeric field that differs between any two runs (latency) and that the diff does
+        # not read: cut from the lines (as written, canonical: a number or null between ','
+        # and ',' or '}') so that the rest can match byte for byte. One C pass over the file.
+        self.volatile = re.compile(rb',"' + re.escape(volatile.encode()) + rb'":(?:[-+0-9.eE]+|null)(?=[,}])'
+                                   ) if volatile else None
+
+    def record(self, line: bytes, where: str, n: int) -> tuple[Key, tuple[Any, ...]]:
+        """(sample key, picked fields) of one JSONL line; DiffError naming ``where:n`` when it is unusable."""
+        try:
+            r = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            raise DiffError(f"{where}:{n}: not JSON: {exc}") from None
+        if not isinstance(r, dict):
+            raise DiffError(f"{where}:{n}: a {self.what} record must be a JSON object")
+        version = r.get("schema_version")
+        if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= self.current:
+            if isinstance(version, int) and not isinstance(version, bool) and version > self.current:
+                raise DiffError(f"{where}:{n}: {self.what} schema_version {version} is newer than this batchsafe "
+                                f"understands ({self.current})")
+            raise DiffError(f"{where}:{n}: {self.what} record has no valid schema_version ({version!r})")
+        try:
+            key = (r["phase"], r["model"], r["prompt"], self.conds.canonical(r["condition"]))
+            hash(key)
+            return key, self.pick(r)
+        except KeyError as exc:
+            raise DiffError(f"{where}:{n}: sample {r.get('sample')!r}: missing field {exc}") from None
+        except (TypeError, AttributeError, ValueError) as exc:
+            raise DiffError(f"{where}:{n}: sample {r.get('sample')!r}: {exc}") from None
+
+    def index(self, raw: bytes, where: str) -> dict[Key, tuple[Any, ...]]:
+        """Records of a JSONL file by sample key (file order); a repeated key is an error."""
+        out: dict[Key, tuple[Any, ...]] = {}
+        known, loads, pick, seen, current = self.lines, orjson.loads, self.pick, self.conds.seen, self.current
+        if self.volatile is not None:
+            raw = self.volatile.sub(b"", raw)
+        for n, line in enumerate(raw.splitlines(), 1):
+            hit = known.get(line)
+            if hit is None:
+                # Fast path for well-formed lines (this loop is most of a diff's time); anything
+                # unusual (a blank line, a new condition, an error) goes through record().
+                try:
+                    r = loads(line)
+                    v = r["schema_version"]
+                    c = r["condition"]
+                    canon = seen[tuple(map(c.get, COND_FIELDS))] if type(v) is int and 0 < v <= current else None
+                    if canon is None:
+                        raise LookupError
+                    key = (r["phase"], r["model"], r["prompt"], canon)
+                    hit = (key, pick(r))
+                    hash(key)
+                except (ValueError, LookupError, TypeError, AttributeError):
+                    if not line.strip():
+                        continue
+                    hit = self.record(line, where, n)
+                known[line] = hit
+            key, val = hit
+            if key in out:
+                raise DiffError(f"{where}:{n}: sample {val[0]!r} repeats the key (phase, model, prompt, "
+                                f"condition) of sample {out[key][0]!r}")
+            out[key] = val
+        return out
+
+
+class SideData:
+    """What the diff reads from one bundle, parsed once per distinct file digest."""
+
+    def __init__(self, src: BundleSource, side: str, conds: Conditions, cache: dict[Any, Any]) -> None:
+        require_analysis(src, side)
+        self.src = src
+        self.side = side
+
+        def load(name: str, build: Any) -> Any:
+            # Same bytes in A and B (by manifest digest): parse them once.
+            ck = (name, src.entry(name).sha256)
+            if ck not in cache:
+                cache[ck] = build(src.read(name), f"{side}: {name}")
+            return cache[ck]
+
+        if "lines" not in cache:
+            cache["lines"] = {SCORES: LineCache("scored sample", SCORED_SCHEMA_VERSION, SCORE_FIELDS, conds,
+                                                volatile="latency_s"),
+                              FLIPS: LineCache("flip row", FLIP_SCHEMA_VERSION, FLIP_FIELDS, conds)}
+        lines = cache["lines"]
+        self.scores: dict[Key, tuple[Any, ...]] = load(SCORES, lines[SCORES].index)
+        self.flips: dict[Key, tuple[Any, ...]] = load(FLIPS, lines[FLIPS].index)
+        self.stats: dict[str, Any] = load(STATS, _json_object)
+        self.environment: dict[str, Any] | None = (load(ENVIRONMENT, _json_object) if src.has(ENVIRONMENT)
+                                                   else None)
+
+    def digest(self, name: str) -> str | None:
+        """Manifest digest of ``name``, None when the bundle lacks it."""
+        return self.src.entry(name).sha256 if self.src.has(name) else None
+
+
+def _json_object(raw: bytes, where: str) -> dict[str, Any]:
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise DiffError(f"{where}: not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise DiffError(f"{where}: top level must be a JSON object")
+    return data
