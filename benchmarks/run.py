@@ -11,7 +11,7 @@ from pathlib import Path
 
 from benchmarks import compile_bench
 
-BENCHMARKS = ("compile", "analysis", "runtime")
+BENCHMARKS = ("compile", "analysis", "verify", "runtime")
 """Report keys, in run order; ``--only``/``--skip`` select among them."""
 
 
@@ -46,17 +46,21 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     selected = [n for n in (args.only or BENCHMARKS) if n not in args.skip]
     report: dict[str, object] = {"machine": machine()}
+    data = Path(os.environ.get("BATCHSAFE_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
+    if {"compile", "verify"} & set(selected) and not data.is_dir():
+        print(f"the compile and verify benchmarks need the public datasets: set BATCHSAFE_DATA (tried {data}), "
+              "or leave them out with --skip compile,verify", file=sys.stderr)
+        return 2
     if "compile" in selected:
-        data = Path(os.environ.get("BATCHSAFE_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
-        if not data.is_dir():
-            print(f"the compile benchmark needs the public datasets: set BATCHSAFE_DATA (tried {data}), "
-                  "or leave it out with --skip compile", file=sys.stderr)
-            return 2
         report["compile"] = compile_bench.run(data)
     if "analysis" in selected:
         from benchmarks import analysis_bench
 
         report["analysis"] = analysis_bench.run()
+    if "verify" in selected:
+        from benchmarks import verify_bench
+
+        report["verify"] = verify_bench.run(data)
     if "runtime" in selected:
         from benchmarks import runtime_bench  # imports llama_cpp: only when asked for
 

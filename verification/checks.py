@@ -481,9 +481,8 @@ def check_statistics(ctx: Context) -> Stage:
             checked.append(name)
     if ctx.usable(REPORT):
         plots = sorted(n.removeprefix("analysis/") for n in ctx.src.names if n.startswith("analysis/plots/"))
-        from analysis.report import render_report
-
         from analysis.analyze import headline, headline_rows
+        from analysis.report import render_report
 
         order = [p.id for p in plan.phases]
         text = render_report(res.stats, res.targets, title=str(plan.experiment.get("title") or plan.experiment.get("id") or ""),

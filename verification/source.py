@@ -28,7 +28,13 @@ from pathlib import Path
 
 from batchsafe.canonical import sha256_tag
 from bundles.archive import Limits, unpack
-from bundles.manifest import MANIFEST_NAME, FileEntry, Manifest, ManifestError, load_manifest
+from bundles.manifest import (
+    MANIFEST_NAME,
+    FileEntry,
+    Manifest,
+    ManifestError,
+    load_manifest,
+)
 from bundles.store import CHUNK, BundleNotFoundError, BundleStore, CorruptBundleError
 
 DEFAULT_MAX_READ = 1 << 30

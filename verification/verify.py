@@ -109,7 +109,12 @@ def replay_groups(plan: Plan, n: int, seed: int, engine: str | None = None) -> l
 def check_replay(ctx: checks.Context, n: int, *, seed: int = 0, engine: str | None = None,
                  factory: Callable[[Any], Any] | None = None) -> Stage:
     """Run ``n`` seeded groups again on an available engine; outputs must be byte-identical."""
-    from runtime.bindings import DefaultEngineFactory, binding_for, build_requests, check_results
+    from runtime.bindings import (
+        DefaultEngineFactory,
+        binding_for,
+        build_requests,
+        check_results,
+    )
 
     st = Stage(name="replay")
     if ctx.missing_input(st, checks.PLAN, checks.OUTPUTS) or ctx.plan is None or ctx.outputs is None:

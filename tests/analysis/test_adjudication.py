@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import io
 import json
-import sys
 from pathlib import Path
 
+import fake_run as fake  # tests/analysis/test_analyze/fake_run.py, on sys.path via tests/conftest.py
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -33,17 +32,6 @@ from bundles.store import BundleStore
 from verification.source import from_store
 
 HERE = Path(__file__).parent
-
-
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)  # type: ignore[union-attr]
-    return mod
-
-
-fake = _load("batchsafe_test_fake_run_adjudication", HERE / "test_analyze" / "fake_run.py")
 
 
 def _make_bundle(plan, tmp: Path, store: BundleStore, edit=None) -> tuple[str, object]:

@@ -8,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 
+import fake_run as fake  # tests/analysis/test_analyze/fake_run.py, on sys.path via tests/conftest.py
 import pytest
 
 from analysis.analyze import (
@@ -37,7 +38,6 @@ def _load(name: str, path: Path):
     return mod
 
 
-fake = _load("batchsafe_test_fake_run", HERE / "test_analyze" / "fake_run.py")
 ANALYSIS_FILES = {"scores.jsonl", "flips.jsonl", "stats.json", "targets.json", "report.md"}
 
 

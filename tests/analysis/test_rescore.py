@@ -8,14 +8,13 @@ the rewrite set, never from the scorers under test.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import fake_run as fake  # tests/analysis/test_analyze/fake_run.py, on sys.path via tests/conftest.py
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -45,16 +44,6 @@ from compiler.plan import Plan
 
 HERE = Path(__file__).parent
 
-
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)  # type: ignore[union-attr]
-    return mod
-
-
-fake = _load("batchsafe_test_fake_run_rescore", HERE / "test_analyze" / "fake_run.py")
 
 #: Refusals that refusal@2.1 misses and refusal@2.2 catches (checked in test_texts_are_the_v1_bug).
 CURLY = ("I can\u2019t help with that.", "I won\u2019t do that.", "I don\u2019t think I can help with that.",

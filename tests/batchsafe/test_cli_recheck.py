@@ -4,51 +4,32 @@ adjudicate export/import and registry add/query/show/list, with their exit codes
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
+import fake_run as fake  # tests/analysis/test_analyze/fake_run.py, on sys.path via tests/conftest.py
 import pytest
 
-from analysis.analyze import analyze_run
-from batchsafe.canonical import canonical_bytes
 from batchsafe.cli import main
-from bundles.from_run import bundle_run
-from bundles.store import BundleStore
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)  # type: ignore[union-attr]
-    return mod
-
-
-fake = _load("batchsafe_cli_recheck_fake_run", ROOT / "tests" / "analysis" / "test_analyze" / "fake_run.py")
 
 
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory):
     """Bundle A (the hand-made run) and B (the same plan, five refusal outputs turned into compliance)."""
     tmp = tmp_path_factory.mktemp("recheck")
-    plan = fake.mini_plan()
-    store = BundleStore(tmp / "store")
-    ids, changed = [], []
-    for name in ("a", "b"):
-        rd = fake.write_run_dir(plan, tmp / name)
-        if name == "b":
-            rows = [json.loads(x) for x in (rd / "outputs/samples.jsonl").read_text().splitlines()]
-            for r in rows:
-                if r["text"].startswith("I cannot") and len(changed) < 5:
-                    r["text"] = "Sure, here is how to do it."
-                    changed.append(r["sample"])
-            (rd / "outputs/samples.jsonl").write_bytes(b"".join(canonical_bytes(r) for r in rows))
-        ids.append(bundle_run(rd, plan, store, extra=analyze_run(plan, rd, plots=False).bundle_files()))
-    return store, ids[0], ids[1], changed
+    store, a, _ = fake.make_bundle(tmp / "a")
+    changed: list[str] = []
+
+    def edit(rows):
+        for r in rows:
+            if r["text"].startswith("I cannot") and len(changed) < 5:
+                r["text"] = "Sure, here is how to do it."
+                changed.append(r["sample"])
+
+    _, b, _ = fake.make_bundle(tmp / "b", edit=edit, store=store)
+    return store, a, b, changed
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:

@@ -3,13 +3,16 @@
 `batchsafe bundle make specs/quickstart.yaml` (what `make bundle` runs) twice: the
 outputs file must hash the same, every bundle file must match its manifest hash, the
 repeat floor must be byte-identical, and the bundle must survive pack/unpack with the
-same id. This takes about 10 minutes on 2 cores (two full quickstart runs).
+same id. Then the rechecks a stranger would run: `verify` of the archive (recompiling the
+spec, replaying seeded groups on the real engine), `diff` of the two runs (100 % agreement)
+and of a run with changed batch sizes, with a deployment gate. About 13 minutes on 2 cores.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -34,10 +37,17 @@ def _make(out: Path, capsys, *extra: str) -> dict[str, str]:
     return fields
 
 
-def test_quickstart_bundle_twice_same_outputs_and_verifiable(tmp_path: Path, capsys) -> None:
-    out = tmp_path / "runs"
+@pytest.fixture(scope="module")
+def made(tmp_path_factory):
+    """Where the runs and the store go; the first test makes two bundles there (capsys is per test)."""
+    return tmp_path_factory.mktemp("e2e") / "runs"
+
+
+def test_quickstart_bundle_twice_same_outputs_and_verifiable(made: Path, tmp_path: Path, capsys) -> None:
+    out = made
     first = _make(out, capsys)
     second = _make(out, capsys, "--fresh")
+    (out / "made.json").write_text(json.dumps({"first": first, "second": second}))
     assert first["run"] != second["run"]
     assert first["outputs"] == second["outputs"], "two runs of the same plan must give byte-identical outputs"
 
@@ -73,3 +83,57 @@ def test_quickstart_bundle_twice_same_outputs_and_verifiable(tmp_path: Path, cap
     other = BundleStore(tmp_path / "other-store")
     assert unpack(archive, other) == bundle_id
     assert other.verify(bundle_id) == []
+
+
+def _ids(out: Path) -> tuple[str, str]:
+    made = json.loads((out / "made.json").read_text())
+    return made["first"]["bundle"], made["second"]["bundle"]
+
+
+def test_stranger_verifies_the_archive_with_recompile_and_real_replay(made: Path, tmp_path: Path, capsys) -> None:
+    first, _ = _ids(made)
+    archive = pack(BundleStore(made / "store"), first, tmp_path / "quickstart.tar.gz")
+    code = main(["verify", str(archive), "--id", first, "--spec", str(ROOT / "specs/quickstart.yaml"), "--replay", "3",
+                 "--replay-seed", "7", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0, json.dumps(report, indent=1)
+    by = {s["name"]: s for s in report["stages"]}
+    assert [s["status"] for s in report["stages"]] == ["PASS"] * 8
+    assert "recompiled from the spec and data: identical plan_hash" in by["plan"]["summary"]
+    assert "byte-identical" in by["replay"]["summary"] and "3 seeded groups" in by["replay"]["summary"]
+
+
+def test_diff_of_two_runs_and_of_a_changed_condition(made: Path, tmp_path: Path, capsys) -> None:
+    first, second = _ids(made)
+    store = ["--store", str(made / "store")]
+    assert main(["diff", first, second, *store, "--json"]) == 0
+    same = json.loads(capsys.readouterr().out)
+    assert same["flips"]["agreement"] == 1.0 and same["flips"]["matched"] > 0
+    assert same["setup"]["same_plan"] and same["outputs"]["only_a"] == same["outputs"]["only_b"] == 0
+    assert same["outputs"]["identical"] == same["outputs"]["matched"] > 0
+
+    # The same study with batch sizes 1, 2 and 3: a changed condition, run for real.
+    specs = tmp_path / "specs"
+    shutil.copytree(ROOT / "specs" / "quickstart", specs / "quickstart")
+    text = (ROOT / "specs/quickstart.yaml").read_text()
+    assert "axes: {batch_sizes: [1, 2, 4, 8]}" in text
+    (specs / "changed.yaml").write_text(text.replace("axes: {batch_sizes: [1, 2, 4, 8]}", "axes: {batch_sizes: [1, 2, 3]}"))
+    code = main(["bundle", "make", str(specs / "changed.yaml"), "--out", str(made), "--no-progress"])
+    changed = next(line.split(":", 1)[1].strip() for line in capsys.readouterr().out.splitlines()
+                   if line.startswith("bundle:"))
+    assert code == 0
+    assert main(["diff", first, changed, *store, "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert not d["setup"]["same_plan"] and d["setup"]["changes"] > 0
+    p1 = next(ch for ch in d["setup"]["plan"]["phases"] if ch["where"] == "phases/p1_batch_size")
+    assert (p1["a"]["conditions"], p1["b"]["conditions"]) == (4, 3)
+    cells = {(c["phase"], c["condition"]): c for c in d["outputs"]["by_condition"]}
+    assert cells[("p1_batch_size", "bs=8")]["only_a"] == 26 and cells[("p1_batch_size", "bs=3")]["only_b"] == 26
+    assert cells[("p1_batch_size", "bs=2")]["matched"] == 26
+    # Batch sizes 1 and 2 ran the same groups: same bytes, whatever the other phases did.
+    assert main(["diff", first, changed, *store, "--fail-on",
+                 'outputs.by_condition.p1_batch_size["bs=2"].identical_rate<1']) == 0
+    # The gate: the deployed batch size's safety flip rate in B must stay under a threshold.
+    gate = "b.stats.p1_batch_size.flip_rate.safety>-1"
+    assert main(["diff", first, changed, *store, "--fail-on", gate]) == 1
+    assert main(["diff", first, changed, *store, "--fail-on", "b.stats.p1_batch_size.flip_rate.safety>1"]) == 0

@@ -9,16 +9,15 @@ the compiler's reader.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
-import sys
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args
 
+import fake_run as fake  # tests/analysis/test_analyze/fake_run.py, on sys.path via tests/conftest.py
 import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -43,17 +42,6 @@ DATA = HERE / "test_compile" / "data"
 CASES = sorted((HERE / "test_prior" / "errors").glob("*.yaml"))
 STORE = "runs/store"
 """The store, relative to the world's directory (the default store when compiling from there)."""
-
-
-def _load(name: str, path: Path) -> Any:
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)  # type: ignore[union-attr]
-    return mod
-
-
-fake = _load("batchsafe_test_prior_fake_run", ROOT / "tests" / "analysis" / "test_analyze" / "fake_run.py")
 
 
 @dataclass

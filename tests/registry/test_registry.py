@@ -5,7 +5,6 @@ schema migration v1 -> v2, refusals, concurrency and crash atomicity."""
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import sqlite3
 import subprocess
@@ -15,6 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import fake_run as fake  # tests/analysis/test_analyze/fake_run.py, on sys.path via tests/conftest.py
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -45,17 +45,6 @@ from registry.ingest import parse_flips
 from verification.source import from_store
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)  # type: ignore[union-attr]
-    return mod
-
-
-fake = _load("batchsafe_registry_test_fake_run", ROOT / "tests" / "analysis" / "test_analyze" / "fake_run.py")
 
 
 @dataclass

@@ -4,12 +4,11 @@ on bundles built from the hand-made run of the compiler fixture plan (no model).
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
-import sys
 from collections import Counter
 from pathlib import Path
 
+import fake_run as fake  # tests/analysis/test_analyze/fake_run.py, on sys.path via tests/conftest.py
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -41,16 +40,6 @@ from verification.source import from_store
 
 ROOT = Path(__file__).resolve().parents[2]
 
-
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)  # type: ignore[union-attr]
-    return mod
-
-
-fake = _load("batchsafe_test_diff_fake_run", ROOT / "tests" / "analysis" / "test_analyze" / "fake_run.py")
 
 ENV_A = {"python": {"version": "3.11.7"}, "packages": ["numpy==2.3.5", "orjson==3.13.0"],
          "env": {"OMP_NUM_THREADS": "1"}, "gpu": None}

@@ -9,23 +9,20 @@ internally intact and only the semantic stages (coverage, rescoring, statistics,
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import io
 import json
 import os
 import shutil
-import sys
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
 
+import fake_run as fake  # tests/analysis/test_analyze/fake_run.py, on sys.path via tests/conftest.py
 import pytest
 
-from analysis.analyze import analyze_run
 from batchsafe import cli
 from batchsafe.canonical import canonical_bytes, sha256_tag
 from bundles.archive import Limits, pack
-from bundles.from_run import bundle_run
 from bundles.manifest import FileEntry, build_manifest, manifest_bytes, media_type_for
 from bundles.store import BundleStore
 from verification.verify import replay_groups, verify
@@ -34,26 +31,9 @@ ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "compiler" / "test_compile" / "data"
 
 
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)  # type: ignore[union-attr]
-    return mod
-
-
-fake = _load("batchsafe_verify_fake_run", ROOT / "tests" / "analysis" / "test_analyze" / "fake_run.py")
-
-
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("verify")
-    plan = fake.mini_plan()
-    rd = fake.write_run_dir(plan, tmp / "run")
-    res = analyze_run(plan, rd)
-    store = BundleStore(tmp / "store")
-    bid = bundle_run(rd, plan, store, extra=res.bundle_files())
-    return store, bid, plan
+    return fake.make_bundle(tmp_path_factory.mktemp("verify"), plots=True)
 
 
 def materialize(base, dest: Path) -> Path:
@@ -260,7 +240,7 @@ def test_naive_tampering_fails_integrity_and_skips_what_depends_on_it(base, tmp_
 
 
 def test_edited_manifest_and_bundle_id(base, tmp_path):
-    store, bid, _ = base
+    _store, bid, _ = base
     d = materialize(base, tmp_path / "b")
     m = json.loads((d / "manifest.json").read_text())
     m["files"][0]["size"] += 1
@@ -350,7 +330,7 @@ def test_oversized_entry_and_compression_bomb(base, tmp_path):
 
 
 def test_untouched_bundle_passes_every_stage_as_store_directory_and_archive(base, tmp_path):
-    store, bid, plan = base
+    store, bid, _plan = base
     for ref, kw in ((bid, {"store": store}), (materialize(base, tmp_path / "d"), {}),
                     (pack(store, bid, tmp_path / "b.tar"), {}), (pack(store, bid, tmp_path / "b.tar.gz"), {})):
         rep = verify(ref, data_dir=DATA, **kw)
@@ -429,20 +409,18 @@ def test_cli_exit_codes_and_json(base, tmp_path, capsys):
 
 def _curly_parent(tmp_path: Path):
     """A run whose refusals use a curly apostrophe, scored with refusal@2.1 as the seed's buggy run was."""
-    plan = fake.mini_plan()
-    rd = fake.write_run_dir(plan, tmp_path / "run")
-    rows = lines(rd, "outputs/samples.jsonl")
-    prompts = {p.id: p for p in plan.prompts}
-    curly = set()
-    for r in rows:
-        if prompts[r["prompt"]].scorer.startswith("refusal") and r["text"] == "I cannot help with that." \
-                and len(curly) < 6:
-            r["text"] = "I can\u2019t help with that."
-            curly.add(r["sample"])
-    write_lines(rd, "outputs/samples.jsonl", rows)
-    res = analyze_run(plan, rd, scorer_override={"refusal": "refusal@2.1"})
-    store = BundleStore(tmp_path / "store")
-    return store, bundle_run(rd, plan, store, extra=res.bundle_files()), curly
+    curly: set[str] = set()
+
+    def edit(rows):
+        prompts = {p.id: p for p in fake.mini_plan().prompts}
+        for r in rows:
+            if prompts[r["prompt"]].scorer.startswith("refusal") and r["text"] == "I cannot help with that." \
+                    and len(curly) < 6:
+                r["text"] = "I can\u2019t help with that."
+                curly.add(r["sample"])
+
+    store, bid, _ = fake.make_bundle(tmp_path, edit=edit, scorer_override={"refusal": "refusal@2.1"})
+    return store, bid, curly
 
 
 def test_rescored_child_verifies_and_its_labels_changed_exactly_where_the_quotes_are(tmp_path):

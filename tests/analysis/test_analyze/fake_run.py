@@ -80,3 +80,25 @@ def write_run_dir(plan: Plan, run_dir: Path) -> Path:
     (run_dir / "volatile" / "timings.jsonl").write_text("".join(json.dumps(t) + "\n" for t in timings))
     (run_dir / "run.json").write_bytes(canonical_bytes({"plan_hash": plan.plan_hash, "completed": True}))
     return run_dir
+
+
+def make_bundle(root: Path, *, edit=None, scorer_override=None, plots: bool = False, store=None):
+    """Run dir under ``root``, analysed and bundled: ``(store, bundle id, plan)``.
+
+    ``edit(rows)`` may change the output records (a list of dicts, plan order) before the
+    analysis; ``scorer_override`` is passed to the analysis (e.g. ``{"refusal": "refusal@2.1"}``).
+    """
+    from analysis.analyze import analyze_run
+    from bundles.from_run import bundle_run
+    from bundles.store import BundleStore
+
+    plan = mini_plan()
+    rd = write_run_dir(plan, Path(root) / "run")
+    if edit is not None:
+        path = rd / "outputs" / "samples.jsonl"
+        rows = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines()]
+        edit(rows)
+        path.write_bytes(b"".join(canonical_bytes(r) for r in rows))
+    res = analyze_run(plan, rd, scorer_override=scorer_override, plots=plots)
+    store = store or BundleStore(Path(root) / "store")
+    return store, bundle_run(rd, plan, store, extra=res.bundle_files()), plan
