@@ -106,7 +106,7 @@ def _times(fn: Any, repeat: int) -> list[float]:
 
 def run(data_dir: Path, repeat: int = 5) -> dict[str, Any]:
     """Median wall times (s) of verify (whole and per stage), hashing throughput and diff."""
-    from verification import checks
+    from verification import checks, recheck
     from verification.source import from_store
     from verification.verify import verify
 
@@ -120,8 +120,8 @@ def run(data_dir: Path, repeat: int = 5) -> dict[str, Any]:
         for _ in range(repeat):
             ctx = checks.Context(from_store(store, a))
             for name, fn in (("integrity", checks.check_integrity), ("schemas", checks.check_schemas),
-                             ("coverage", checks.check_coverage), ("rescoring", checks.check_rescoring),
-                             ("statistics", checks.check_statistics), ("targets", checks.check_targets)):
+                             ("coverage", checks.check_coverage), ("rescoring", recheck.check_rescoring),
+                             ("statistics", recheck.check_statistics), ("targets", recheck.check_targets)):
                 t0 = time.perf_counter()
                 fn(ctx)
                 stages.setdefault(name, []).append(time.perf_counter() - t0)

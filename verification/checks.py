@@ -2,6 +2,8 @@
 
 Every stage checks one claim a bundle makes and names what breaks it:
 
+Stages 1-4 are here; 5-7 (rescoring, statistics, targets) in ``verification.recheck``.
+
 1. **integrity**: the files are the ones the manifest lists, byte for byte, and the
    manifest hashes to the id the bundle goes by;
 2. **schemas**: each artifact parses with its model at a version this batchsafe knows;
@@ -18,17 +20,15 @@ edited byte is reported once, where it is, not as a cascade.
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-from analysis.analyze import analyze_scored, plan_from_bytes
-from analysis.flips import RecordError, dump_jsonl, read_flips, read_scored
+from analysis.analyze import plan_from_bytes
+from analysis.flips import RecordError, read_flips, read_scored
 from analysis.records import FlipRow, ScoredSample
-from analysis.scoring import ScoringError, score_run, timings_from_bytes
 from batchsafe.canonical import canonical_bytes
 from bundles.manifest import DEFAULT_MAX_JSON_DEPTH, json_depth_exceeds
 from compiler.plan import Plan, PlanError
@@ -41,7 +41,6 @@ SCORES, FLIPS, STATS, TARGETS, REPORT = (f"analysis/{n}" for n in
                                          ("scores.jsonl", "flips.jsonl", "stats.json", "targets.json", "report.md"))
 JSON_FILES = (STATS, TARGETS, "run.json", "environment.json")
 OUTPUT_FIELDS = {"sample": str, "prompt": str, "group": str, "position": int, "text": str}
-REL_TOL = 1e-9
 RECORD_VERSION = 1  # analysis.records: ScoredSample and FlipRow
 
 
@@ -98,8 +97,9 @@ def check_integrity(ctx: Context) -> Stage:
             st.fail(f"{e.name}: {problem}")
         else:
             nbytes += e.size
-    for extra in src.extra_paths():
-        st.fail(f"{extra}: not listed in the manifest")
+    for extra, problem in src.extra_paths():
+        if extra not in ctx.bad:  # a listed file replaced by a link is reported once, above
+            st.fail(f"{extra}: {problem}")
     st.summary = (f"{len(src.manifest.files)} files, {nbytes:,} bytes match their sha256 and size; "
                   f"bundle id {src.bundle_id}")
     if st.status == "FAIL":
@@ -342,176 +342,3 @@ def check_coverage(ctx: Context) -> Stage:
     return st
 
 
-# -- 5. rescoring ----------------------------------------------------------------------------
-
-
-def recorded_overrides(plan: Plan, scorers: list[str], st: Stage) -> dict[str, str] | None:
-    """Scorer name -> the one version the scores record (rescored bundles differ from the plan)."""
-    refs: dict[str, set[str]] = {}
-    for ref in set(scorers):
-        refs.setdefault(ref.split("@", 1)[0], set()).add(ref)
-    out = {}
-    for name, versions in sorted(refs.items()):
-        if len(versions) > 1:
-            st.fail(f"{SCORES}: scorer {name} is recorded at several versions ({', '.join(sorted(versions))})")
-            return None
-        out[name] = next(iter(versions))
-    planned = {p.scorer.split("@", 1)[0] for p in plan.prompts}
-    return {k: v for k, v in out.items() if k in planned}
-
-
-def check_rescoring(ctx: Context) -> Stage:
-    """Score the outputs again with the recorded scorer versions; every record must match."""
-    st = Stage(name="rescoring")
-    if ctx.missing_input(st, PLAN, OUTPUTS, SCORES) or None in (ctx.plan, ctx.outputs, ctx.scores_raw):
-        return st if st.status == "SKIP" else st.skip("plan, outputs or scores unreadable")
-    assert ctx.plan is not None and ctx.outputs is not None and ctx.scores_raw is not None
-    overrides = recorded_overrides(ctx.plan, [str(r.get("scorer")) for r in ctx.scores_raw], st)
-    if overrides is None:
-        return st
-    timings = timings_from_bytes(ctx.src.read("volatile/timings.jsonl")) if ctx.usable("volatile/timings.jsonl") else {}
-    planned = {s.id for s in ctx.plan.samples}
-    outputs = {r["sample"]: r for r in ctx.outputs if r["sample"] in planned}
-    try:
-        again = score_run(ctx.plan, outputs, timings=timings, scorer_override=overrides)
-    except ScoringError as exc:
-        st.fail(f"{OUTPUTS}: cannot be rescored: {exc}")
-        return st
-    ctx.rescored = again
-    refs = ", ".join(sorted({r.scorer for r in again}))
-    if same_jsonl(again, ctx.src.read(SCORES)):
-        ctx.scored = again  # byte-identical: the recorded records are these, valid by construction
-        st.summary = f"{len(again):,} samples rescored with {refs}: byte-identical to {SCORES}"
-        return st
-    recorded_list = validated(ctx, SCORES, st)
-    if recorded_list is None:
-        return st
-    recorded = {r.sample: r for r in recorded_list}
-    for new in again:
-        old = recorded.get(new.sample)
-        if old is None or old == new:
-            continue
-        for k in _diff_fields(old, new):
-            st.fail(f"{SCORES}: sample {new.sample}: {k} recorded {getattr(old, k)!r}, rescoring with "
-                    f"{new.scorer} gives {getattr(new, k)!r}")
-    if st.status == "PASS":
-        st.fail(f"{SCORES}: records match but the file is not their canonical serialisation in plan order")
-    st.summary = f"{st.n_problems} rescoring difference(s)"
-    return st
-
-
-def same_jsonl(rows: list[Any], raw: bytes) -> bool:
-    """Whether ``raw`` is exactly ``dump_jsonl(rows)``.
-
-    orjson is tried first (several times faster at 30k rows); it spells some floats
-    differently (``0.00001`` for ``1e-05``), so a mismatch is settled by the canonical dump.
-    """
-    fast = b"".join(orjson.dumps(r.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS) + b"\n" for r in rows)
-    return fast == raw or dump_jsonl(rows) == raw
-
-
-def _diff_fields(a: ScoredSample, b: ScoredSample) -> list[str]:
-    da, db = a.model_dump(mode="json"), b.model_dump(mode="json")
-    return [k for k in da if da[k] != db[k]]
-
-
-# -- 6. statistics ---------------------------------------------------------------------------
-
-
-def numeric_diffs(a: Any, b: Any, path: str = "") -> list[str]:
-    """Paths where two JSON values differ (numbers beyond a relative 1e-9), each with both values."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        out = []
-        for k in sorted(set(a) | set(b)):
-            sub = f"{path}.{k}" if path else str(k)
-            if k not in a:
-                out.append(f"{sub}: absent, recomputed {_short(b[k])}")
-            elif k not in b:
-                out.append(f"{sub}: recorded {_short(a[k])}, absent when recomputed")
-            else:
-                out += numeric_diffs(a[k], b[k], sub)
-        return out
-    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
-        return [d for i, (x, y) in enumerate(zip(a, b)) for d in numeric_diffs(x, y, f"{path}[{i}]")]
-    num = (int, float)
-    if isinstance(a, num) and isinstance(b, num) and not isinstance(a, bool) and not isinstance(b, bool):
-        if math.isclose(a, b, rel_tol=REL_TOL, abs_tol=1e-12):
-            return []
-    elif a == b:
-        return []
-    return [f"{path}: recorded {_short(a)}, recomputed {_short(b)}"]
-
-
-def _short(v: Any) -> str:
-    text = orjson.dumps(v).decode()
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def check_statistics(ctx: Context) -> Stage:
-    """Flip registry, statistics, targets and report recomputed from the recorded scores."""
-    st = Stage(name="statistics")
-    if ctx.missing_input(st, PLAN, SCORES) or ctx.plan is None:
-        return st if st.status == "SKIP" else st.skip("plan or scores unreadable")
-    if validated(ctx, SCORES, st) is None:
-        return st
-    assert ctx.scored is not None
-    plan = ctx.plan
-    res = analyze_scored(ctx.scored, settings=plan.analysis, targets=plan.targets, plan_summary=plan.summary(),
-                         title=str(plan.experiment.get("title") or plan.experiment.get("id") or ""),
-                         phase_order=[p.id for p in plan.phases], plots=False)
-    ctx.targets = res.targets
-    checked = []
-    if ctx.usable(FLIPS) and not same_jsonl(res.flips, ctx.src.read(FLIPS)) and validated(ctx, FLIPS, st) is not None:
-        recorded = {r.sample: r for r in ctx.flips or []}
-        for row in res.flips:
-            old = recorded.get(row.sample)
-            if old is not None and old != row:
-                a, b = old.model_dump(mode="json"), row.model_dump(mode="json")
-                fields = [k for k in b if a.get(k) != b[k]]
-                st.fail(f"{FLIPS}: sample {row.sample}: {', '.join(fields)} recorded "
-                        f"{[a.get(k) for k in fields]}, recomputed {[b[k] for k in fields]}")
-        if st.status == "PASS":
-            st.fail(f"{FLIPS}: rows match but the file is not their canonical serialisation")
-    if ctx.usable(FLIPS):
-        checked.append(FLIPS)
-    for name, value in ((STATS, res.stats), (TARGETS, res.targets)):
-        if name in ctx.json:
-            for d in numeric_diffs(ctx.json[name], value):
-                st.fail(f"{name}: {d}")
-            checked.append(name)
-    if ctx.usable(REPORT):
-        plots = sorted(n.removeprefix("analysis/") for n in ctx.src.names if n.startswith("analysis/plots/"))
-        from analysis.analyze import headline, headline_rows
-        from analysis.report import render_report
-
-        order = [p.id for p in plan.phases]
-        text = render_report(res.stats, res.targets, title=str(plan.experiment.get("title") or plan.experiment.get("id") or ""),
-                             plan_summary=plan.summary(), plots=plots, phase_order=order,
-                             headline=headline_rows(headline(res.stats, res.targets), order))
-        # A derived bundle (rescore, adjudication) may append sections; the analysis part must match.
-        if not ctx.src.read(REPORT).decode("utf-8", "replace").startswith(text):
-            st.fail(f"{REPORT}: does not match the report rendered from the recomputed statistics")
-        checked.append(REPORT)
-    st.summary = (f"recomputed from {SCORES}: {', '.join(checked)} identical" if st.status == "PASS"
-                  else f"{st.n_problems} difference(s) from the recomputed statistics")
-    return st
-
-
-# -- 7. targets ------------------------------------------------------------------------------
-
-
-def check_targets(ctx: Context) -> Stage:
-    """Every reproducibility target of the spec passes (recomputed, not read from targets.json)."""
-    st = Stage(name="targets")
-    if ctx.targets is None:
-        return st.skip("statistics could not be recomputed")
-    results = ctx.targets.get("targets") or []
-    if not results:
-        return st.skip("the spec sets no targets")
-    for t in results:
-        if t["status"] != "pass":
-            bound = t.get("value", [t.get("low"), t.get("high")])
-            why = t.get("reason") or f"{t['metric']} = {t.get('actual')} is not {t['op']} {bound}"
-            st.fail(f"target {t.get('id')}: {t['status']}: {why}")
-    st.summary = f"{len(results) - st.n_problems} of {len(results)} targets pass"
-    return st

@@ -20,7 +20,8 @@ import orjson
 
 from analysis.flips import RecordError, read_scored
 
-from .checks import FLIPS, SCORES, Context, numeric_diffs, validated
+from .checks import FLIPS, SCORES, Context, validated
+from .recheck import numeric_diffs
 from .report import Stage
 
 AUDIT_ROWS, AUDIT_SUMMARY = "analysis/rescore_audit.jsonl", "analysis/rescore_audit.json"

@@ -92,9 +92,26 @@ class BundleSource:
         assert self._dir is not None
         return self._dir.joinpath(*e.name.split("/"))
 
+    def _linked_parent(self, name: str) -> str | None:
+        """The first parent directory of ``name`` in a directory bundle that is a link (or not a directory)."""
+        if self._dir is None:
+            return None
+        segs = name.split("/")[:-1]
+        for i in range(1, len(segs) + 1):
+            parent = "/".join(segs[:i])
+            try:
+                mode = os.lstat(self._dir.joinpath(*segs[:i])).st_mode
+            except FileNotFoundError:
+                return None  # reported as a missing file
+            if not stat.S_ISDIR(mode):
+                return parent
+        return None
+
     def read(self, name: str) -> bytes:
         """Bytes of ``name``, checked against the manifest's size and digest."""
         e = self.entry(name)
+        if (linked := self._linked_parent(name)) is not None:
+            raise CorruptBundleError(f"{name}: its directory {linked} is a link or not a directory")
         if e.size > self.max_read_bytes:
             raise CorruptBundleError(f"{name}: {e.size} bytes is more than this reader loads ({self.max_read_bytes})")
         path = self._file_path(e)
@@ -115,6 +132,8 @@ class BundleSource:
     def hash_file(self, name: str) -> tuple[str | None, int | None, str | None]:
         """(digest, size, problem) of ``name`` as stored, streamed; never follows a link."""
         path = self._file_path(self.entry(name))
+        if (linked := self._linked_parent(name)) is not None:
+            return None, None, f"its directory {linked} is a link or not a directory"
         try:
             st = os.lstat(path)
         except FileNotFoundError:
@@ -131,8 +150,12 @@ class BundleSource:
                 size += len(chunk)
         return f"sha256:{h.hexdigest()}", size, None
 
-    def extra_paths(self) -> list[str]:
-        """Paths present in a directory bundle but not in its manifest (links and specials included)."""
+    def extra_paths(self) -> list[tuple[str, str]]:
+        """(path, problem) for each path of a directory bundle that its manifest does not list.
+
+        Links (to files or directories) and special files are reported as such and never
+        followed; a directory that holds no listed file is reported with a trailing slash.
+        """
         if self._dir is None:
             return []
         listed = set(self._entries) | {MANIFEST_NAME}
@@ -140,15 +163,21 @@ class BundleSource:
         extra = []
         for root, dnames, fnames in os.walk(self._dir, followlinks=False):
             rel_root = Path(root).relative_to(self._dir).as_posix()
-            for d in list(dnames):
-                rel = d if rel_root == "." else f"{rel_root}/{d}"
-                if os.path.islink(os.path.join(root, d)) or rel not in dirs:
-                    extra.append(rel + ("" if os.path.islink(os.path.join(root, d)) else "/"))
-                    dnames.remove(d)
-            for f in fnames:
-                rel = f if rel_root == "." else f"{rel_root}/{f}"
-                if rel not in listed:
-                    extra.append(rel)
+            for name in [*dnames, *fnames]:
+                rel = name if rel_root == "." else f"{rel_root}/{name}"
+                st = os.lstat(os.path.join(root, name))
+                if stat.S_ISLNK(st.st_mode):
+                    extra.append((rel, "a symbolic link, not listed in the manifest" if rel not in listed
+                                  else "a symbolic link where the manifest lists a file"))
+                elif stat.S_ISDIR(st.st_mode):
+                    if rel not in dirs:
+                        extra.append((rel + "/", "not listed in the manifest"))
+                elif not stat.S_ISREG(st.st_mode):
+                    extra.append((rel, "a special file, not listed in the manifest"))
+                elif rel not in listed:
+                    extra.append((rel, "not listed in the manifest"))
+            dnames[:] = [d for d in dnames if not os.path.islink(os.path.join(root, d))
+                         and (d if rel_root == "." else f"{rel_root}/{d}") in dirs]
         return sorted(extra)
 
 

@@ -21,7 +21,7 @@ from bundles.manifest import name_problem
 from bundles.store import BundleStore
 from compiler.plan import Plan
 
-from . import checks
+from . import checks, recheck
 from .derived import check_derived
 from .report import Stage, VerifyReport
 from .source import BundleSource, SourceError, open_bundle
@@ -182,9 +182,9 @@ def _run_stages(src: BundleSource, *, data_dir: str | Path | None, spec: str | P
     rep.stages.append(checks.check_schemas(ctx))
     rep.stages.append(check_plan(ctx, data_dir=data_dir, spec=spec, recompile=recompile))
     rep.stages.append(checks.check_coverage(ctx))
-    rep.stages.append(checks.check_rescoring(ctx))
-    rep.stages.append(checks.check_statistics(ctx))
-    rep.stages.append(checks.check_targets(ctx))
+    rep.stages.append(recheck.check_rescoring(ctx))
+    rep.stages.append(recheck.check_statistics(ctx))
+    rep.stages.append(recheck.check_targets(ctx))
     if (derived := check_derived(ctx)) is not None:
         rep.stages.append(derived)
     if replay:

@@ -221,6 +221,10 @@ NAIVE = [
     ("extra-file", lambda d: (d / "extra.txt").write_text("x"), "extra.txt: not listed in the manifest"),
     ("extra-dir", lambda d: (d / "hidden").mkdir(), "hidden/: not listed in the manifest"),
     ("missing-file", lambda d: (d / "run.json").unlink(), "run.json: file is missing"),
+    ("symlinked-directory", lambda d: (shutil.move(d / "analysis", d.parent / "elsewhere"),
+                                       os.symlink(d.parent / "elsewhere", d / "analysis")),
+     "analysis: a symbolic link, not listed in the manifest"),
+    ("fifo", lambda d: os.mkfifo(d / "pipe"), "pipe: a special file, not listed in the manifest"),
     ("symlink-for-file", lambda d: ((d / "run.json").unlink(), os.symlink("/etc/passwd", d / "run.json")),
      "run.json: is a symbolic link"),
 ]
@@ -234,6 +238,9 @@ def test_naive_tampering_fails_integrity_and_skips_what_depends_on_it(base, tmp_
     st = stage(rep, "integrity")
     assert not rep.ok and st.status == "FAIL"
     assert any(pattern in p for p in st.problems), st.problems
+    if kind == "symlinked-directory":  # nothing is read through the link
+        assert any(p.startswith("analysis/scores.jsonl: its directory analysis is a link") for p in st.problems)
+        assert stage(rep, "rescoring").status == "SKIP"
     if kind == "byte-flip-in-outputs":  # reported once, where it is: later stages skip, not cascade
         assert stage(rep, "coverage").status == "SKIP"
         assert "outputs/samples.jsonl failed an earlier stage" in stage(rep, "coverage").summary
