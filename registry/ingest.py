@@ -22,6 +22,7 @@ from pydantic import TypeAdapter, ValidationError
 from analysis.flips import FLIP_SCHEMA_VERSION
 from analysis.records import FlipRow
 from batchsafe.canonical import canonical_bytes
+from batchsafe.jsonl import JsonLineError, parse_lines
 from compiler.plan import PLAN_SCHEMA_VERSION, Condition, Message, Prompt
 from verification.source import BundleSource
 
@@ -82,20 +83,11 @@ def _error_text(exc: ValidationError) -> tuple[int | None, str]:
 
 def parse_flips(raw: bytes, where: str) -> list[tuple[int, FlipRow]]:
     """(line number, row) of every non-blank line of a flips.jsonl; ``BundleContentError`` names the bad line."""
-    numbered = [(n, line) for n, line in enumerate(raw.splitlines(), 1) if line.strip()]
-    data = []
-    for n, line in numbered:
-        try:
-            obj = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
-            raise BundleContentError(f"{where}:{n}: not JSON: {exc}") from None
-        if not isinstance(obj, dict):
-            raise BundleContentError(f"{where}:{n}: a flip row must be a JSON object")
-        version = obj.get("schema_version")
-        if isinstance(version, int) and not isinstance(version, bool) and version > FLIP_SCHEMA_VERSION:
-            raise BundleContentError(f"{where}:{n}: flip row schema_version {version} is newer than this batchsafe "
-                                     f"understands ({FLIP_SCHEMA_VERSION})")
-        data.append(obj)
+    try:
+        numbered = parse_lines(raw, where, "flip row", FLIP_SCHEMA_VERSION)
+    except JsonLineError as exc:
+        raise BundleContentError(str(exc)) from None
+    data = [obj for _, obj in numbered]
     try:
         rows = _FLIPS.validate_python(data)
     except ValidationError as exc:

@@ -30,6 +30,7 @@ from analysis.analyze import plan_from_bytes
 from analysis.flips import RecordError, read_flips, read_scored
 from analysis.records import FlipRow, ScoredSample
 from batchsafe.canonical import canonical_bytes
+from batchsafe.jsonl import JsonLineError, parse_lines
 from bundles.manifest import DEFAULT_MAX_JSON_DEPTH, json_depth_exceeds
 from compiler.plan import Plan, PlanError
 
@@ -132,78 +133,31 @@ def _json_object(ctx: Context, name: str, st: Stage) -> dict[str, Any] | None:
 
 
 def _outputs(raw: bytes, st: Stage) -> list[dict[str, Any]] | None:
-    out: list[dict[str, Any]] = []
-    ok = True
-    bulk = _bulk(raw)
-    numbered = enumerate(raw.splitlines(), 1) if bulk is None else \
-        zip((n for n, x in enumerate(raw.splitlines(), 1) if x.strip()), bulk)
-    for n, line in numbered:
-        if isinstance(line, bytes):
-            if not line.strip():
-                continue
-            try:
-                rec = orjson.loads(line)
-            except orjson.JSONDecodeError as exc:
-                st.fail(f"{OUTPUTS}:{n}: not JSON: {exc}")
-                ok = False
-                continue
-        else:
-            rec = line
-        if not isinstance(rec, dict):
-            st.fail(f"{OUTPUTS}:{n}: not a JSON object")
-            ok = False
-            continue
+    try:
+        rows = parse_lines(raw, OUTPUTS, "output record", None)
+    except JsonLineError as exc:
+        st.fail(str(exc))
+        return None
+    for n, rec in rows:
         for key, typ in OUTPUT_FIELDS.items():
             if not isinstance(rec.get(key), typ) or isinstance(rec.get(key), bool):
                 st.fail(f"{OUTPUTS}:{n}: field {key!r} missing or not {typ.__name__}")
-                ok = False
-                break
-        else:
-            out.append(rec)
-    return out if ok else None
-
-
-def _bulk(raw: bytes) -> list[Any] | None:
-    """All JSON lines of ``raw`` parsed in one call (None when any line is not JSON: parse per line then)."""
-    lines = [x for x in raw.splitlines() if x.strip()]
-    try:
-        rows = orjson.loads(b"[" + b",".join(lines) + b"]")
-    except orjson.JSONDecodeError:
-        return None
-    # A line like `1, 2` would parse as two array items: counts must agree.
-    return rows if len(rows) == len(lines) else None
+                return None
+    return [rec for _, rec in rows]
 
 
 def _records(raw: bytes, name: str, st: Stage) -> list[dict[str, Any]] | None:
     """JSON lines with a known schema_version; field-level validation is deferred (see ``validated``)."""
-    rows = []
-    bulk = _bulk(raw)
-    numbered = enumerate(raw.splitlines(), 1) if bulk is None else \
-        zip((n for n, x in enumerate(raw.splitlines(), 1) if x.strip()), bulk)
-    for n, line in numbered:
-        if isinstance(line, bytes):
-            if not line.strip():
-                continue
-            try:
-                rec = orjson.loads(line)
-            except orjson.JSONDecodeError as exc:
-                st.fail(f"{name}:{n}: not JSON: {exc}")
-                return None
-        else:
-            rec = line
-        v = rec.get("schema_version") if isinstance(rec, dict) else None
-        if not isinstance(v, int) or isinstance(v, bool):
-            st.fail(f"{name}:{n}: not a record (no integer schema_version)")
-            return None
-        if v > RECORD_VERSION:
-            what = "scored sample" if name == SCORES else "flip row"
-            st.fail(f"{name}:{n}: {what} schema_version {v} is newer than this batchsafe understands ({RECORD_VERSION})")
-            return None
+    try:
+        rows = parse_lines(raw, name, "scored sample" if name == SCORES else "flip row", RECORD_VERSION)
+    except JsonLineError as exc:
+        st.fail(str(exc))
+        return None
+    for n, rec in rows:
         if not isinstance(rec.get("sample"), str):
             st.fail(f"{name}:{n}: field 'sample' missing or not str")
             return None
-        rows.append(rec)
-    return rows
+    return [rec for _, rec in rows]
 
 
 def validated(ctx: Context, name: str, st: Stage) -> list[Any] | None:

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from analysis.flips import FLIP_SCHEMA_VERSION
 from analysis.records import SCORED_SCHEMA_VERSION
+from batchsafe.jsonl import JsonLineError, parse_line
 from bundles.manifest import BundleError
 from compiler.plan import Condition
 
@@ -97,17 +98,9 @@ class LineCache:
     def record(self, line: bytes, where: str, n: int) -> tuple[Key, tuple[Any, ...]]:
         """(sample key, picked fields) of one JSONL line; DiffError naming ``where:n`` when it is unusable."""
         try:
-            r = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
-            raise DiffError(f"{where}:{n}: not JSON: {exc}") from None
-        if not isinstance(r, dict):
-            raise DiffError(f"{where}:{n}: a {self.what} record must be a JSON object")
-        version = r.get("schema_version")
-        if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= self.current:
-            if isinstance(version, int) and not isinstance(version, bool) and version > self.current:
-                raise DiffError(f"{where}:{n}: {self.what} schema_version {version} is newer than this batchsafe "
-                                f"understands ({self.current})")
-            raise DiffError(f"{where}:{n}: {self.what} record has no valid schema_version ({version!r})")
+            r = parse_line(line, where, n, self.what, self.current)
+        except JsonLineError as exc:
+            raise DiffError(str(exc)) from None
         try:
             key = (r["phase"], r["model"], r["prompt"], self.conds.canonical(r["condition"]))
             hash(key)
