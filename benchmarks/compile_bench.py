@@ -61,7 +61,8 @@ def synthetic_spec(models: int = 15) -> dict[str, Any]:
     return spec
 
 
-def _time(fn, repeat: int) -> list[float]:
+def time_calls(fn, repeat: int) -> list[float]:
+    """Wall seconds of ``repeat`` calls of ``fn``."""
     out = []
     for _ in range(repeat):
         t = time.perf_counter()
@@ -74,14 +75,14 @@ def run(data_dir: Path, repeat: int = 5) -> dict[str, Any]:
     """Median and min wall time (s) of compile_spec for both specs, plus sizes."""
     results: dict[str, Any] = {}
     plan = compile_spec(ROOT / "specs/tr138_v2.yaml", data_dir)
-    times = _time(lambda: compile_spec(ROOT / "specs/tr138_v2.yaml", data_dir), repeat)
+    times = time_calls(lambda: compile_spec(ROOT / "specs/tr138_v2.yaml", data_dir), repeat)
     results["tr138_v2"] = {"samples": len(plan.samples), "plan_bytes": len(plan.to_bytes()),
                            "median_s": statistics.median(times), "min_s": min(times), "target_s": 0.5}
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "synthetic.yaml"
         YAML().dump(synthetic_spec(), path)
         big = compile_spec(path, data_dir)
-        times = _time(lambda: compile_spec(path, data_dir), max(1, repeat // 2))
+        times = time_calls(lambda: compile_spec(path, data_dir), max(1, repeat // 2))
         results["synthetic_15_models"] = {"samples": len(big.samples), "prompts": len(big.prompts),
                                           "median_s": statistics.median(times), "min_s": min(times), "target_s": 10.0}
     return results

@@ -25,7 +25,7 @@ from ruamel.yaml import YAML
 
 from analysis.analyze import analyze_run
 from batchsafe.canonical import canonical_bytes
-from benchmarks.compile_bench import synthetic_spec
+from benchmarks.compile_bench import synthetic_spec, time_calls
 from bundles.from_run import bundle_run
 from bundles.store import BundleStore
 from compiler.compile import compile_spec
@@ -95,15 +95,6 @@ def build(tmp: Path, data_dir: Path) -> tuple[BundleStore, str, str, Plan]:
     return store, ids[0], ids[1], plan
 
 
-def _times(fn: Any, repeat: int) -> list[float]:
-    out = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t)
-    return out
-
-
 def run(data_dir: Path, repeat: int = 5) -> dict[str, Any]:
     """Median wall times (s) of verify (whole and per stage), hashing throughput and diff."""
     from verification import checks, recheck
@@ -115,7 +106,7 @@ def run(data_dir: Path, repeat: int = 5) -> dict[str, Any]:
         store, a, b, plan = build(tmp, data_dir)
         rep = verify(a, store, recompile=False)
         assert rep.ok, rep.lines()
-        whole = _times(lambda: verify(a, store, recompile=False), repeat)
+        whole = time_calls(lambda: verify(a, store, recompile=False), repeat)
         stages: dict[str, list[float]] = {}
         for _ in range(repeat):
             ctx = checks.Context(from_store(store, a))
@@ -129,7 +120,7 @@ def run(data_dir: Path, repeat: int = 5) -> dict[str, Any]:
         nbytes = sum(p.stat().st_size for p in files)
         ours = statistics.median(stages["integrity"])
         sha = shutil.which("sha256sum")
-        coreutils = statistics.median(_times(lambda: subprocess.run([sha, *map(str, files)], check=True,
+        coreutils = statistics.median(time_calls(lambda: subprocess.run([sha, *map(str, files)], check=True,
                                                                     capture_output=True), repeat)) if sha else None
         out: dict[str, Any] = {
             "samples": len(plan.samples), "bundle_bytes": nbytes, "files": len(files),
@@ -142,6 +133,6 @@ def run(data_dir: Path, repeat: int = 5) -> dict[str, Any]:
         except ImportError:
             return out
         src_a, src_b = from_store(store, a), from_store(store, b)
-        d = _times(lambda: diff_bundles(src_a, src_b), repeat)
+        d = time_calls(lambda: diff_bundles(src_a, src_b), repeat)
         out.update({"diff_median_s": statistics.median(d), "diff_min_s": min(d), "diff_target_s": 0.5})
         return out
