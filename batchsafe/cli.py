@@ -478,15 +478,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+INPUT_ERRORS = {
+    "analysis.analyze": "AnalysisError", "analysis.flips": "RecordError", "analysis.scoring": "ScoringError",
+    "analysis.adjudication_models": "AdjudicationError", "registry.migrations": "RegistryError",
+}
+"""Module -> bad-input error class of the analysis and registry commands (exit 2)."""
+
+
+def _loaded_input_errors() -> tuple[type[BaseException], ...]:
+    # Only from modules already imported: a module that was never loaded raised nothing, and
+    # importing analysis (scipy, statsmodels, matplotlib) here would add ~2 s to every
+    # command, `batchsafe run` and its resumes included.
+    return tuple(getattr(sys.modules[m], cls) for m, cls in INPUT_ERRORS.items() if m in sys.modules)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``batchsafe`` console script."""
-    from analysis.adjudication_models import AdjudicationError
-    from analysis.analyze import AnalysisError
-    from analysis.flips import RecordError
-    from analysis.scoring import ScoringError
     from bundles.manifest import BundleError
     from compiler.diagnostics import SpecError
-    from registry import RegistryError
     from compiler.plan import PlanError
     from runtime.executor import RunError, RunInterrupted, RunSetupError
 
@@ -513,7 +522,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RunError as exc:
         _err().print(f"error: {exc}", markup=False)
         return EXIT_FAIL
-    except (BundleError, AnalysisError, RecordError, ScoringError, AdjudicationError, RegistryError) as exc:
+    except BundleError as exc:
+        _err().print(f"error: {exc}", markup=False)
+        return EXIT_USAGE
+    except Exception as exc:
+        if not isinstance(exc, _loaded_input_errors()):
+            raise
         _err().print(f"error: {exc}", markup=False)
         return EXIT_USAGE
     except KeyboardInterrupt:
