@@ -9,8 +9,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 HASH_ALGO = "sha256"
 _CHUNK = 1 << 20
@@ -24,6 +27,28 @@ def canonical_bytes(obj: Any) -> bytes:
     """
     text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     return (text + "\n").encode("utf-8")
+
+
+# A number token that orjson may spell differently from Python: Python's repr switches to
+# an exponent below 1e-4 and from 1e16, where orjson writes 0.00001 or 1e-7 (bytes that
+# only look like one, inside a string, merely send the value down the slow path).
+_MAYBE_EXP_FLOAT = re.compile(rb"(?:^|[:,\[])-?(?:[0-9]+(?:\.[0-9]+)?[eE][-+]?[0-9]+|0\.0000[0-9]*)(?=[,\]}]|$)")
+
+
+def canonical_bytes_of_parsed(obj: Any) -> bytes:
+    """``canonical_bytes(obj)`` for a value that ``orjson.loads`` returned, 10-20x faster.
+
+    orjson's sorted dump equals the canonical one for such values (same key order, string
+    escapes and non-exponent floats); the rest go through ``canonical_bytes``. Only for
+    parsed JSON: orjson would write NaN as null and serialise types json refuses.
+    """
+    try:
+        fast = orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError:  # ints over 64 bits, lone surrogates
+        return canonical_bytes(obj)
+    if _MAYBE_EXP_FLOAT.search(fast):
+        return canonical_bytes(obj)
+    return fast + b"\n"
 
 
 def sha256_tag(data: bytes) -> str:

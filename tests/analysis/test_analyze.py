@@ -7,6 +7,7 @@ import importlib.util
 import json
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import fake_run as fake  # tests/analysis/test_analyze/fake_run.py, on sys.path via tests/conftest.py
 import pytest
@@ -20,6 +21,8 @@ from analysis.analyze import (
     plan_from_bytes,
 )
 from analysis.flips import RecordError, dump_jsonl, read_flips, read_scored
+from analysis.records import ScoredSample
+from analysis.scorers import IMPLEMENTATIONS
 from analysis.scoring import ScoringError, output_sha256, read_timings, score_run
 from analysis.targets import evaluate_target, evaluate_targets
 from batchsafe import cli
@@ -105,6 +108,19 @@ def test_scoring_refuses_foreign_outputs_and_skips_missing(plan, run_dir):
     timings = read_timings(run_dir / "volatile" / "timings.jsonl")
     scored = score_run(plan, outputs, timings=timings)
     assert all(s.latency_s == timings[x.group] for s, x in zip(scored, plan.samples))
+
+
+def test_scored_records_are_valid_and_a_scorer_out_of_range_is_refused(plan, monkeypatch):
+    outputs = fake.fake_outputs(plan)
+    scored = score_run(plan, outputs)
+    # Records are built without validation; each must equal its validated self.
+    assert all(ScoredSample.model_validate(s.model_dump()) == s for s in scored)
+    monkeypatch.setitem(IMPLEMENTATIONS, "refusal@2.2", lambda text, meta: SimpleNamespace(value=1.5, label="refusal"))
+    with pytest.raises(ScoringError, match=r"refusal@2.2 returned score 1.5.*in \[0, 1\]"):
+        score_run(plan, outputs)
+    monkeypatch.setitem(IMPLEMENTATIONS, "refusal@2.2", lambda text, meta: SimpleNamespace(value=0.0, label=None))
+    with pytest.raises(ScoringError, match="a str label"):
+        score_run(plan, outputs)
 
 
 # --- analyze_run --------------------------------------------------------------------------
