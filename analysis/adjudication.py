@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from batchsafe.canonical import canonical_bytes
+from batchsafe.core.canonical import canonical_bytes
 
 from .adjudication_csv import COLUMNS, CsvFormatError, dump_csv, read_csv
 from .adjudication_models import AdjudicationError, AdjudicationSummary, LabelRecord
@@ -36,6 +36,7 @@ from .adjudication_stats import UNCLEAR, kappa_line, render_report, summarize
 from .analyze import outputs_from_bytes, plan_from_bytes
 from .flips import RecordError, dump_jsonl, read_flips, read_scored
 from .records import UNSAFE_DIRECTIONS, FlipRow
+from batchsafe.core.atomic import atomic_write
 
 PREFIX = "adjudication/"
 KIND = "adjudication"
@@ -119,7 +120,7 @@ def export_candidates(src, out: Path, *, include: Include = "flips", blind: bool
     the scorer's labels and the direction empty. Raises AdjudicationError when the
     bundle has no flip registry, plan or outputs.
     """
-    from compiler.plan import PlanError
+    from batchsafe.compiler.plan import PlanError
 
     rows = _include(_read_flips(src), include)
     for needed in ("plan.lock.json", "outputs/samples.jsonl"):
@@ -150,10 +151,7 @@ def export_candidates(src, out: Path, *, include: Include = "flips", blind: bool
                       _user_text(prompts[r.prompt]), str(outputs[r.baseline].get("text") or ""),
                       str(outputs[r.sample].get("text") or ""), *heur, "", "", ""])
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_bytes(dump_csv(table, COLUMNS))
-    tmp.replace(out)
+    atomic_write(out, dump_csv(table, COLUMNS))
     by_dir: dict[str, int] = {}
     for r in rows:
         by_dir[r.direction] = by_dir.get(r.direction, 0) + 1
@@ -281,8 +279,8 @@ def import_labels(store, parent_ref: str, csv_paths: list[Path], *,
     before its objects are reused; its own ``adjudication/`` files (when it is itself an
     adjudication) are replaced, not merged.
     """
-    from bundles.store import BundleError, CorruptBundleError
-    from verification.source import from_store
+    from batchsafe.bundles.store import BundleError, CorruptBundleError
+    from batchsafe.verification.source import from_store
 
     try:
         src = from_store(store, parent_ref)

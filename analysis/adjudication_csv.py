@@ -11,6 +11,8 @@ back as ``"'=x"``, never as ``"=x"``.
 
 from __future__ import annotations
 
+from batchsafe.core.errors import BatchsafeError
+
 import contextlib
 import csv
 import io
@@ -80,7 +82,7 @@ def _field_limit(limit: int) -> Iterator[None]:
         csv.field_size_limit(old)
 
 
-class CsvFormatError(ValueError):
+class CsvFormatError(BatchsafeError, ValueError):
     """A CSV that cannot be parsed or lacks a needed column; the message names file:line."""
 
 

@@ -9,6 +9,8 @@ schema versions newer than they understand.
 
 from __future__ import annotations
 
+from batchsafe.core.errors import BatchsafeError
+
 import json
 from typing import Literal
 
@@ -20,7 +22,7 @@ LABELS_SCHEMA_VERSION = 1
 SUMMARY_SCHEMA_VERSION = 1
 
 
-class AdjudicationError(ValueError):
+class AdjudicationError(BatchsafeError, ValueError):
     """Adjudication input that cannot be used; the message names the file and CSV line (or bundle file)."""
 
     def __init__(self, message: str, errors: list[str] | None = None) -> None:

@@ -18,6 +18,8 @@ gives byte-identical files (and a bundle reuses their objects).
 
 from __future__ import annotations
 
+from batchsafe.core.errors import BatchsafeError
+
 import json
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -25,8 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from batchsafe.canonical import canonical_bytes
-from compiler.plan import Plan, PlanError, load_plan
+from batchsafe.core.canonical import canonical_bytes
+from batchsafe.compiler.plan import Plan, PlanError, load_plan
 
 from .flips import dump_jsonl, flip_registry, read_scored
 from .identity import read_outputs
@@ -36,12 +38,13 @@ from .report import render_report
 from .scoring import read_timings, score_run, timings_from_bytes
 from .stats import compute_stats
 from .targets import evaluate_targets
+from batchsafe.core.atomic import atomic_write
 
 BUNDLE_PREFIX = "analysis/"
 DEFAULT_SETTINGS = {"alpha": 0.05, "tost_margin": 0.03, "correction": "holm"}
 
 
-class AnalysisError(ValueError):
+class AnalysisError(BatchsafeError, ValueError):
     """Inputs the analysis cannot use (a bundle without outputs, an unreadable spec)."""
 
 
@@ -73,11 +76,7 @@ class AnalysisResult:
         written = []
         for name, data in self.files().items():
             path = out.joinpath(*name.split("/"))
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_bytes(data)
-            tmp.replace(path)
-            written.append(path)
+            written.append(atomic_write(path, data))
         return written
 
 
@@ -210,7 +209,7 @@ def load_stored_run(store: Any, ref: str) -> StoredRun:
     under a new digest. Raises CorruptBundleError, or AnalysisError for a bundle
     without a plan or outputs.
     """
-    from bundles.store import CorruptBundleError
+    from batchsafe.bundles.store import CorruptBundleError
 
     bid = store.resolve(ref)
     problems = store.verify(bid)
@@ -251,7 +250,7 @@ def _context_of(spec_or_plan: Plan | str | Path | None) -> dict[str, Any]:
     path = Path(spec_or_plan)
     if path.suffix == ".json":
         return _plan_context(load_plan(path))
-    from compiler.compile import load_spec
+    from batchsafe.compiler.compile import load_spec
 
     spec, _ = load_spec(path)
     # A spec gives settings and targets but no plan summary: plan.* targets are not available.

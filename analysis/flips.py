@@ -28,6 +28,10 @@ record per line, each with its ``schema_version``; readers refuse newer versions
 
 from __future__ import annotations
 
+from batchsafe.core.errors import BatchsafeError
+
+from batchsafe.core.atomic import atomic_write
+
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -35,8 +39,8 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from batchsafe.canonical import canonical_bytes
-from batchsafe.fastmodel import construct
+from batchsafe.core.canonical import canonical_bytes
+from batchsafe.core.fastmodel import construct
 
 from .records import SCORED_SCHEMA_VERSION, Direction, FlipRow, ScoredSample
 
@@ -52,7 +56,7 @@ _DIRECTIONS: dict[str, tuple[Direction, Direction]] = {
 M = TypeVar("M", bound=BaseModel)
 
 
-class RecordError(ValueError):
+class RecordError(BatchsafeError, ValueError):
     """A scores/flips file or record set that cannot be used: malformed, newer, or inconsistent."""
 
 
@@ -138,11 +142,7 @@ def dump_jsonl(rows: Iterable[BaseModel]) -> bytes:
 def write_jsonl(path: str | Path, rows: Iterable[BaseModel]) -> Path:
     """Write ``dump_jsonl(rows)`` to ``path`` (atomically: a temp file then rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(dump_jsonl(rows))
-    tmp.replace(path)
-    return path
+    return atomic_write(path, dump_jsonl(rows))
 
 
 def _load(source: str | Path | bytes, model: type[M], current: int, what: str) -> list[M]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from compiler.plan import Plan
+from batchsafe.compiler.plan import Plan
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from analysis.scorers import build_judge_request, cohen_kappa, parse_judge_reply, score
-from compiler.plan import Plan
-from runtime.engine import Engine, GenRequest
+from batchsafe.analysis.scorers import build_judge_request, cohen_kappa, parse_judge_reply, score
+from batchsafe.compiler.plan import Plan
+from batchsafe.runtime.engine import Engine, GenRequest
 
 JUDGE_REF = "llm_judge@1.0"
 

@@ -16,7 +16,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from compiler.plan import Condition as Cond  # one condition model for plan and analysis
+from batchsafe.compiler.plan import Condition as Cond  # one condition model for plan and analysis
 
 SCORED_SCHEMA_VERSION = 1
 

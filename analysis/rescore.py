@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from batchsafe.canonical import canonical_bytes
+from batchsafe.core.canonical import canonical_bytes
 
 from .analyze import (
     BUNDLE_PREFIX,

@@ -11,21 +11,23 @@ recompute every statistic and to tell byte-identical outputs apart, without ship
 
 from __future__ import annotations
 
+from batchsafe.core.errors import BatchsafeError
+
 import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from batchsafe.canonical import sha256_tag
-from batchsafe.fastmodel import construct
-from compiler.plan import Plan
+from batchsafe.core.canonical import sha256_tag
+from batchsafe.core.fastmodel import construct
+from batchsafe.compiler.plan import Plan
 
 from .records import SCORED_SCHEMA_VERSION, ScoredSample
 from .registry import parse_ref
 from .scorers import get_scorer
 
 
-class ScoringError(ValueError):
+class ScoringError(BatchsafeError, ValueError):
     """A sample could not be scored (unknown scorer, missing metadata, malformed output record)."""
 
 

@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from analysis.analyze import analyze_run
-from analysis.identity import IdentityRow, output_identity, read_outputs
-from bundles.from_run import bundle_run
-from bundles.store import BundleStore
-from compiler.compile import compile_spec
-from compiler.plan import Plan
-from runtime.executor import RunSummary, run_plan
+from batchsafe.analysis.analyze import analyze_run
+from batchsafe.analysis.identity import IdentityRow, output_identity, read_outputs
+from batchsafe.bundles.from_run import bundle_run
+from batchsafe.bundles.store import BundleStore
+from batchsafe.compiler.compile import compile_spec
+from batchsafe.compiler.plan import Plan
+from batchsafe.runtime.executor import RunSummary, run_plan
 
 DEFAULT_OUT = "runs"
 STORE_ENV = "BATCHSAFE_STORE"
@@ -69,7 +69,7 @@ def make_bundle(spec: str | Path, data_dir: str | Path | None = None, *, out_roo
     The analysis files (scores, flip registry, statistics, targets, report, plots) go into
     the run bundle under ``analysis/``; they are not written to the run directory.
     """
-    from batchsafe.canonical import hash_file
+    from batchsafe.core.canonical import hash_file
 
     out = Path(out_root)
     plan = compile_spec(spec, data_dir, allow_unpinned=allow_unpinned, store=Path(store_root) if store_root else default_store(out))

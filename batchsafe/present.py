@@ -44,7 +44,7 @@ def manifest_table(manifest: Any) -> Table:
 
 def headline_table(result: Any) -> Table:
     """Headline numbers per phase (``MakeResult``/``AnalysisResult``, or their ``headline`` dict)."""
-    from analysis.analyze import headline_rows
+    from batchsafe.analysis.analyze import headline_rows
 
     head = result if isinstance(result, dict) else getattr(result, "headline", {}) or {}
     # No kind column (plan_table shows kinds): the table must fit an 80-column terminal.

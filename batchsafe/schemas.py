@@ -27,7 +27,7 @@ def _model_schema(model: Any, name: str) -> dict[str, Any]:
 
 
 def _spec() -> dict[str, Any]:
-    from compiler.spec import spec_json_schema
+    from batchsafe.compiler.spec import spec_json_schema
 
     return spec_json_schema()
 

@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from analysis.flips import flip_registry, read_scored, write_jsonl
-from analysis.records import Cond, ScoredSample
-from analysis.stats import compute_stats
+from batchsafe.analysis.flips import flip_registry, read_scored, write_jsonl
+from batchsafe.analysis.records import Cond, ScoredSample
+from batchsafe.analysis.stats import compute_stats
 
 MODELS = ("llama3.2-1b", "llama3.2-3b", "qwen2.5-1.5b")
 SHA = "sha256:" + "0" * 64

@@ -11,7 +11,7 @@ from typing import Any
 
 from ruamel.yaml import YAML
 
-from compiler.compile import compile_spec
+from batchsafe.compiler.compile import compile_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -39,8 +39,8 @@ from typing import Any
 
 import numpy as np
 
-from compiler.compile import compile_spec
-from compiler.plan import Plan
+from batchsafe.compiler.compile import compile_spec
+from batchsafe.compiler.plan import Plan
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = ROOT / "specs" / "quickstart.yaml"
@@ -79,7 +79,7 @@ def reduced_plan(plan: Plan, groups_per_bs: dict[int, int | None] | None = None,
 def _engine_settings(plan: Plan) -> dict[str, Any]:
     """The model file and context settings the default engine factory uses for ``plan``
     (fetching the model into the cache if needed, outside any timing)."""
-    from runtime.bindings import DefaultEngineFactory, binding_for
+    from batchsafe.runtime.bindings import DefaultEngineFactory, binding_for
 
     group = min(plan.groups, key=lambda g: g.index)
     binding = binding_for(plan, group)
@@ -161,7 +161,7 @@ def run_batchsafe(plan: Plan) -> dict[str, Any]:
     """One ``run_plan`` into a fresh temporary run directory: texts, tokens, parts (s).
 
     Run it through :func:`_measure`; reading back the outputs is not timed."""
-    from runtime.executor import run_plan
+    from batchsafe.runtime.executor import run_plan
 
     with tempfile.TemporaryDirectory(prefix="batchsafe-bench-") as tmp:
         run_dir = Path(tmp) / "run"
@@ -404,9 +404,9 @@ def fixed_costs(model_path: str) -> dict[str, float]:
     the engine's __init__ each call ``gguf_summary``; the engine also reads the chat
     template with ``gguf_metadata(keep_array=0)``), ``capture_environment`` (finalize),
     and one journal line's write + fsync."""
-    from runtime import journal as jr
-    from runtime import model_store
-    from runtime.environment import capture_environment
+    from batchsafe.runtime import journal as jr
+    from batchsafe.runtime import model_store
+    from batchsafe.runtime.environment import capture_environment
 
     def once(fn: Any) -> float:
         t = time.perf_counter()
@@ -433,8 +433,8 @@ def run(repeat: int = 2, profile: bool = True, groups_per_bs: dict[int, int | No
     plan = reduced_plan(full, groups_per_bs)
     settings = _engine_settings(plan)
     # Import both arms' modules first: neither arm's first run should pay for imports.
-    for mod in ("llama_cpp.llama_chat_format", "rich.progress", "runtime.engines.llamacpp", "runtime.environment",
-                "runtime.executor"):
+    for mod in ("llama_cpp.llama_chat_format", "rich.progress", "batchsafe.runtime.engines.llamacpp", "batchsafe.runtime.environment",
+                "batchsafe.runtime.executor"):
         importlib.import_module(mod)
     runs: dict[str, list[dict[str, Any]]] = {"batchsafe": [], "raw": []}
     reference = None

@@ -24,13 +24,13 @@ from typing import Any
 
 from ruamel.yaml import YAML
 
-from analysis.analyze import analyze_run
-from batchsafe.canonical import canonical_bytes
+from batchsafe.analysis.analyze import analyze_run
+from batchsafe.core.canonical import canonical_bytes
 from benchmarks.compile_bench import synthetic_spec, time_calls
-from bundles.from_run import bundle_run
-from bundles.store import BundleStore
-from compiler.compile import compile_spec
-from compiler.plan import Plan, Prompt
+from batchsafe.bundles.from_run import bundle_run
+from batchsafe.bundles.store import BundleStore
+from batchsafe.compiler.compile import compile_spec
+from batchsafe.compiler.plan import Plan, Prompt
 
 MODELS = 9
 
@@ -98,9 +98,9 @@ def build(tmp: Path, data_dir: Path) -> tuple[BundleStore, str, str, Plan]:
 
 def run(data_dir: Path, repeat: int = 5) -> dict[str, Any]:
     """Median wall times (s) of verify (whole and per stage), hashing throughput and diff."""
-    from verification import checks, recheck
-    from verification.source import from_store
-    from verification.verify import verify
+    from batchsafe.verification import checks, recheck
+    from batchsafe.verification.source import from_store
+    from batchsafe.verification.verify import verify
 
     with tempfile.TemporaryDirectory(prefix="batchsafe-verify-bench-") as t:
         tmp = Path(t)
@@ -134,7 +134,7 @@ def run(data_dir: Path, repeat: int = 5) -> dict[str, Any]:
             "hash_mb_s": nbytes / ours / 1e6, "sha256sum_mb_s": nbytes / coreutils / 1e6 if coreutils else None,
         }
         try:
-            from verification.diff import diff_bundles
+            from batchsafe.verification.diff import diff_bundles
         except ImportError:
             return out
         src_a, src_b = from_store(store, a), from_store(store, b)

@@ -21,6 +21,8 @@ archive verified. Nothing from an archive is executed, unpickled or extracted.
 
 from __future__ import annotations
 
+from batchsafe.core.atomic import atomic_writer
+
 import contextlib
 import gzip
 import hashlib
@@ -145,27 +147,20 @@ def pack(store: BundleStore, bundle_id: str, out: Path | str, *, compress: bool 
     """
     out = Path(out)
     manifest = store.manifest(bundle_id)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            w = _Writer(fh, out.name.endswith((".gz", ".tgz")) if compress is None else compress)
-            raw = manifest_bytes(manifest)
-            w.write(_entry_header(MANIFEST_NAME, len(raw)) + raw + _pad(len(raw)))
-            for e in manifest.files:
-                w.write(_entry_header(e.name, e.size))
-                left = e.size
-                with store._open_entry(e) as src:  # raises CorruptBundleError at EOF on a digest mismatch
-                    while chunk := src.read(CHUNK):
-                        if (left := left - len(chunk)) < 0:
-                            raise CorruptBundleError(f"file {e.name!r} is larger than its manifest size")
-                        w.write(chunk)
-                w.write(_pad(e.size))
-            w.close()
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, out)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    with atomic_writer(out) as fh:
+        w = _Writer(fh, out.name.endswith((".gz", ".tgz")) if compress is None else compress)
+        raw = manifest_bytes(manifest)
+        w.write(_entry_header(MANIFEST_NAME, len(raw)) + raw + _pad(len(raw)))
+        for e in manifest.files:
+            w.write(_entry_header(e.name, e.size))
+            left = e.size
+            with store._open_entry(e) as src:  # raises CorruptBundleError at EOF on a digest mismatch
+                while chunk := src.read(CHUNK):
+                    if (left := left - len(chunk)) < 0:
+                        raise CorruptBundleError(f"file {e.name!r} is larger than its manifest size")
+                    w.write(chunk)
+            w.write(_pad(e.size))
+        w.close()
     return out
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from compiler.plan import Plan
+from batchsafe.compiler.plan import Plan
 
 from .store import BundleStore
 

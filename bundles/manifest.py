@@ -1,7 +1,7 @@
 """The bundle manifest: what a bundle contains, and the one spelling that gets hashed.
 
 A bundle is identified by ``hash_obj(manifest.model_dump(mode="json"))``: the
-``sha256:`` digest of the manifest's canonical JSON (``batchsafe.canonical``). The
+``sha256:`` digest of the manifest's canonical JSON (``batchsafe.core.canonical``). The
 manifest therefore holds only content-derived facts (names, digests, sizes, media
 types, the parent bundle, the kind and the batchsafe version) and never timestamps,
 hostnames or absolute paths: the same files must give the same id on any machine.
@@ -19,6 +19,8 @@ Readers are strict because manifests arrive from other machines inside archives:
 
 from __future__ import annotations
 
+from batchsafe.core.errors import BatchsafeError
+
 import json
 import re
 import unicodedata
@@ -27,8 +29,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from batchsafe import __version__ as BATCHSAFE_VERSION
-from batchsafe.canonical import canonical_bytes, hash_obj
+from batchsafe.core.version import __version__ as BATCHSAFE_VERSION
+from batchsafe.core.canonical import canonical_bytes, hash_obj
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -53,7 +55,7 @@ _DRIVE = re.compile(r"^[A-Za-z]:")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
-class BundleError(Exception):
+class BundleError(BatchsafeError):
     """Base class of every error raised by the ``bundles`` package."""
 
 
@@ -288,5 +290,5 @@ def load_manifest(
     except ValueError as exc:
         raise ManifestError(str(exc)) from None
     if manifest_bytes(manifest) != raw:
-        raise ManifestError("manifest is not in canonical form (batchsafe.canonical)")
+        raise ManifestError("manifest is not in canonical form (batchsafe.core.canonical)")
     return manifest

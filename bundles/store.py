@@ -32,6 +32,8 @@ Why this layout:
 
 from __future__ import annotations
 
+from batchsafe.core.atomic import fsync_dir
+
 import hashlib
 import io
 import os
@@ -41,7 +43,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import BinaryIO
 
-from batchsafe.canonical import normalize_digest, sha256_tag
+from batchsafe.core.canonical import normalize_digest, sha256_tag
 
 from .manifest import (
     MANIFEST_NAME,
@@ -73,19 +75,6 @@ class AmbiguousBundleError(BundleError, LookupError):
 class CorruptBundleError(BundleError):
     """Stored bytes do not match the digests that name them."""
 
-
-def _fsync_dir(path: Path) -> None:
-    # Makes a rename durable; some platforms cannot open directories, which is fine.
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 class _VerifyingReader(io.RawIOBase):
@@ -157,7 +146,7 @@ class BundleStore:
         os.chmod(tmp, 0o444)
         dest.parent.mkdir(exist_ok=True)
         os.replace(tmp, dest)
-        _fsync_dir(dest.parent)
+        fsync_dir(dest.parent)
 
     def put_bytes(self, data: bytes) -> str:
         """Store ``data``; return its ``sha256:`` digest."""
@@ -244,7 +233,7 @@ class BundleStore:
                 # A concurrent writer published the same bundle first (non-empty target).
                 if not (final / MANIFEST_NAME).is_file():
                     raise
-            _fsync_dir(self.bundles_dir)
+            fsync_dir(self.bundles_dir)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return bid

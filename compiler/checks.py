@@ -9,7 +9,7 @@ import difflib
 from collections.abc import Iterable
 from typing import Any
 
-from analysis.registry import SCORERS, check_ref, parse_ref
+from batchsafe.analysis.registry import SCORERS, check_ref, parse_ref
 
 from .datasets import format_fields
 from .diagnostics import Diagnostic

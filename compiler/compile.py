@@ -12,8 +12,8 @@ import os
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from batchsafe import __version__
-from batchsafe.canonical import hash_obj, sha256_tag
+from batchsafe.core.version import __version__
+from batchsafe.core.canonical import hash_obj, sha256_tag
 
 from .checks import Checker
 from .datacache import load_cached

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 
 import orjson
 
 from . import datasets
 from .datasets import Record, load_records
+from batchsafe.core.atomic import atomic_write
 
 CACHE_ENV = "BATCHSAFE_CACHE"
 OFF_ENV = "BATCHSAFE_NO_DATA_CACHE"
@@ -60,11 +60,8 @@ def load_cached(fmt: str, path: Path, rel: str, digest: str) -> list[Record]:
         pass  # missing or unreadable: parse and (re)write
     records = load_records(fmt, path, rel)
     try:
-        entry.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=entry.parent, suffix=".tmp")
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(orjson.dumps([[r.id, r.fields, r.source, r.line] for r in records]))
-        os.replace(tmp, entry)
+        # A cache entry may be lost in a crash but never torn: no fsync, still atomic.
+        atomic_write(entry, orjson.dumps([[r.id, r.fields, r.source, r.line] for r in records]), durable=False)
     except OSError:
         pass  # a read-only or full cache must never fail a compile
     return records

@@ -14,6 +14,8 @@ Formatted output (stable; golden tests compare it byte for byte)::
 
 from __future__ import annotations
 
+from batchsafe.core.errors import BatchsafeError
+
 import difflib
 import re
 from collections.abc import Iterable, Sequence
@@ -86,7 +88,7 @@ def sort_key(d: Diagnostic) -> tuple:
     return (d.file, d.line, d.col, d.path, d.message, d.code, d.hint)
 
 
-class SpecError(Exception):
+class SpecError(BatchsafeError):
     """A spec is invalid; carries every problem found, sorted and deduplicated.
 
     ``str(err)`` is all diagnostics formatted, one after another, newline-separated.
@@ -106,6 +108,11 @@ class SpecError(Exception):
     def format(self) -> str:
         """All diagnostics formatted, newline-separated."""
         return "\n".join(d.format() for d in self.diagnostics)
+
+    def render(self) -> list[str]:
+        """Every diagnostic on its own line, then the count."""
+        n = len(self.diagnostics)
+        return [d.format() for d in self.diagnostics] + [f"{n} error{'s' if n != 1 else ''}"]
 
     def __str__(self) -> str:
         return self.format()

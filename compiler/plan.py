@@ -10,6 +10,8 @@ byte-identical.
 
 from __future__ import annotations
 
+from batchsafe.core.errors import BatchsafeError
+
 import json
 from pathlib import Path
 from typing import Any, Literal
@@ -17,7 +19,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-from batchsafe.canonical import canonical_bytes, canonical_bytes_of_parsed, hash_obj, sha256_tag
+from batchsafe.core.canonical import canonical_bytes, canonical_bytes_of_parsed, hash_obj, sha256_tag
 
 PLAN_SCHEMA_VERSION = 1
 
@@ -295,7 +297,7 @@ def _drop(data: dict[str, Any], spec: dict[str, Any]) -> None:
             _drop(data[key], sub)
 
 
-class PlanError(Exception):
+class PlanError(BatchsafeError):
     """A plan file that cannot be read: unreadable, malformed, newer, or tampered."""
 
 

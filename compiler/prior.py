@@ -15,6 +15,8 @@ Every problem is a :class:`PriorError` carrying a diagnostic code and the key un
 
 from __future__ import annotations
 
+from batchsafe.core.errors import BatchsafeError
+
 import os
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -35,7 +37,7 @@ SCORES_FILE = "analysis/scores.jsonl"
 
 
 @dataclass
-class PriorError(Exception):
+class PriorError(BatchsafeError):
     """Why a prior bundle cannot be used; ``at`` is the key path below ``select.from_bundle``."""
 
     code: str
@@ -51,7 +53,7 @@ def store_location(store: Any) -> tuple[str, Path, Any]:
     directory. The label is the store as given, so messages hold no machine-specific path
     that the user did not write.
     """
-    from bundles.store import BundleStore
+    from batchsafe.bundles.store import BundleStore
 
     if isinstance(store, BundleStore):
         return str(store.root), store.root, store
@@ -71,7 +73,7 @@ class PriorBundle:
 
     def records(self, name: str) -> list[Any]:
         """FlipRow (flips) or ScoredSample (scores) records of the bundle's own analysis."""
-        from analysis.flips import RecordError, read_flips, read_scored
+        from batchsafe.analysis.flips import RecordError, read_flips, read_scored
 
         if name not in self._cache:
             if name not in self.names:
@@ -113,9 +115,9 @@ class PriorReader:
         return got
 
     def _open(self, bid: str) -> PriorBundle:
-        from analysis.analyze import plan_from_bytes
-        from bundles.store import BundleError, BundleStore
-        from compiler.plan import PlanError
+        from batchsafe.analysis.analyze import plan_from_bytes
+        from batchsafe.bundles.store import BundleError, BundleStore
+        from batchsafe.compiler.plan import PlanError
 
         # Look before opening: BundleStore creates its directories, and a compile must not
         # turn a mistyped --store into an empty store.

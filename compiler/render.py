@@ -8,10 +8,12 @@ with a position, not a KeyError at run time.
 
 from __future__ import annotations
 
+from batchsafe.core.errors import BatchsafeError
+
 import re
 from typing import Any
 
-from batchsafe.canonical import short_id
+from batchsafe.core.canonical import short_id
 
 from .plan import Message, Prompt
 from .spec import Render, Task
@@ -22,7 +24,7 @@ _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")
 SPECIAL_FIELDS = {"mcq": {"choices"}, "jailbreak": {"goal"}, "chat": set()}
 
 
-class RenderError(ValueError):
+class RenderError(BatchsafeError, ValueError):
     """A record that cannot be rendered with the task's template."""
 
 

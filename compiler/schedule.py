@@ -19,6 +19,8 @@ Rules (also in ARCHITECTURE.md):
 
 from __future__ import annotations
 
+from batchsafe.core.errors import BatchsafeError
+
 import hashlib
 import itertools
 import json
@@ -26,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from batchsafe.fastmodel import construct
+from batchsafe.core.fastmodel import construct
 
 from .plan import Condition, Group, Member, Prompt, Sample
 from .selection import seeded_order
@@ -35,7 +37,7 @@ from .spec import Phase
 AXIS_ORDER = ("kernel", "quant", "concurrency", "batch_size", "cobatch", "repeat")
 
 
-class ScheduleError(ValueError):
+class ScheduleError(BatchsafeError, ValueError):
     """A phase that cannot be scheduled; ``path`` is relative to the phase."""
 
     def __init__(self, code: str, message: str, path: tuple[Any, ...], hint: str = "") -> None:

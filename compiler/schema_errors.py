@@ -12,8 +12,8 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
-from compiler.diagnostics import (Diagnostic, describe_value, did_you_mean, first_sentence, join_names, show_value, sort_key)
-from compiler.yamlspec import LocatedDoc, diag_at
+from batchsafe.compiler.diagnostics import (Diagnostic, describe_value, did_you_mean, first_sentence, join_names, show_value, sort_key)
+from batchsafe.compiler.yamlspec import LocatedDoc, diag_at
 
 
 _RANGE = {

@@ -11,6 +11,8 @@ content duplicates an earlier prompt (datasets contain verbatim duplicates).
 
 from __future__ import annotations
 
+from batchsafe.core.errors import BatchsafeError
+
 import hashlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -42,7 +44,7 @@ class Candidate:
 
 
 @dataclass
-class SelectionError(Exception):
+class SelectionError(BatchsafeError):
     """Why a selection failed; ``index`` points into ``select.ids`` when relevant."""
 
     code: str

@@ -44,7 +44,7 @@ from ruamel.yaml.error import MarkedYAMLError, ReusedAnchorWarning
 from ruamel.yaml.nodes import MappingNode, ScalarNode, SequenceNode
 from ruamel.yaml.reader import ReaderError
 
-from compiler.diagnostics import (Diagnostic, SpecError, describe_value, format_path,
+from batchsafe.compiler.diagnostics import (Diagnostic, SpecError, describe_value, format_path,
                                   show_value)
 
 __all__ = ["Pos", "LocatedDoc", "load_located", "resolve_spec", "validate_schema", "diag_at"]
@@ -413,6 +413,6 @@ def resolve_spec(path: str | Path) -> LocatedDoc:
 
 def validate_schema(doc: "LocatedDoc", schema: dict) -> list[Diagnostic]:
     """Validate ``doc`` against ``schema``; see ``compiler.schema_errors.validate_schema``."""
-    from compiler.schema_errors import validate_schema as _validate
+    from batchsafe.compiler.schema_errors import validate_schema as _validate
 
     return _validate(doc, schema)

@@ -22,9 +22,9 @@ from typing import Any, Self, get_args
 
 import orjson
 
-from analysis.records import Direction
-from bundles.store import BundleStore
-from verification.source import BundleSource, open_bundle
+from batchsafe.analysis.records import Direction
+from batchsafe.bundles.store import BundleStore
+from batchsafe.verification.source import BundleSource, open_bundle
 
 from .ingest import FLIP_COLUMNS, read_bundle
 from .migrations import NotARegistryError, RegistryError, check_header, header, migrate

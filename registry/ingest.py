@@ -19,12 +19,12 @@ from typing import Any
 import orjson
 from pydantic import TypeAdapter, ValidationError
 
-from analysis.flips import FLIP_SCHEMA_VERSION
-from analysis.records import FlipRow
-from batchsafe.canonical import canonical_bytes
-from batchsafe.jsonl import JsonLineError, parse_lines
-from compiler.plan import PLAN_SCHEMA_VERSION, Condition, Message, Prompt
-from verification.source import BundleSource
+from batchsafe.analysis.flips import FLIP_SCHEMA_VERSION
+from batchsafe.analysis.records import FlipRow
+from batchsafe.core.canonical import canonical_bytes
+from batchsafe.core.jsonl import JsonLineError, parse_lines
+from batchsafe.compiler.plan import PLAN_SCHEMA_VERSION, Condition, Message, Prompt
+from batchsafe.verification.source import BundleSource
 
 from .migrations import RegistryError
 

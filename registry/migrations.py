@@ -20,19 +20,21 @@ Versions:
 
 from __future__ import annotations
 
+from batchsafe.core.errors import BatchsafeError
+
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
 import orjson
 
-from compiler.plan import Condition
+from batchsafe.compiler.plan import Condition
 
 APPLICATION_ID = 0x62735267
 """``PRAGMA application_id`` of a batchsafe registry (ASCII ``bsRg``)."""
 
 
-class RegistryError(Exception):
+class RegistryError(BatchsafeError):
     """Base of every registry error; its message names the file, bundle, row or prompt at fault."""
 
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pydantic import BaseModel
 from tabulate import tabulate
 
-from batchsafe.canonical import canonical_bytes
+from batchsafe.core.canonical import canonical_bytes
 
 from .models import BundleInfo, PromptFlipSummary, PromptHistory
 

@@ -23,8 +23,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from compiler.plan import Group, Plan
-from runtime.engine import (
+from batchsafe.compiler.plan import Group, Plan
+from batchsafe.runtime.engine import (
     Engine,
     EngineError,
     GenRequest,
@@ -32,7 +32,7 @@ from runtime.engine import (
     engine_class,
     registered_engines,
 )
-from runtime.engines import ollama as _ollama, vllm as _vllm  # noqa: F401  (importing registers the HTTP adapters)
+from batchsafe.runtime.engines import ollama as _ollama, vllm as _vllm  # noqa: F401  (importing registers the HTTP adapters)
 
 SERVER_PROBES: dict[str, tuple[str, str, str]] = {
     "vllm": ("vLLM", "http://127.0.0.1:8000", "/v1/models"),
@@ -221,12 +221,12 @@ def preflight(plan: Plan, groups: list[Group] | None = None) -> list[str]:
             seen.add(("llama", None))
             try:
                 importlib.import_module("llama_cpp")
-                importlib.import_module("runtime.engines.llamacpp")
+                importlib.import_module("batchsafe.runtime.engines.llamacpp")
             except ImportError as exc:
                 _add(problems, f"engine {eng.name!r} (llamacpp) needs llama-cpp-python: {exc}; "
                                "install with: pip install 'batchsafe[embedded]'")
         modes = ("sequential", "synchronized", "prompt_list")
-        if "runtime.engines.llamacpp" in sys.modules:
+        if "batchsafe.runtime.engines.llamacpp" in sys.modules:
             modes = engine_class("llamacpp").capabilities.modes
         if g.mode not in modes:
             _add(problems, f"engine {eng.name!r} (llamacpp) does not implement dispatch mode {g.mode!r} "
@@ -235,7 +235,7 @@ def preflight(plan: Plan, groups: list[Group] | None = None) -> list[str]:
         if model is None or not model.gguf_sha256:
             _add(problems, f"model {g.model!r} has no pinned gguf sha256; the llamacpp engine needs one")
         else:
-            from runtime import model_store
+            from batchsafe.runtime import model_store
 
             sources = plan.locators.model_sources.get(g.model) or []
             if not model_store.model_path(_bare_hex(model.gguf_sha256)).exists():
@@ -288,7 +288,7 @@ class DefaultEngineFactory:
 
     def model_file(self, binding: Binding) -> tuple[str, str]:
         """(path, hex sha256) of the model file the binding runs, fetched/built and verified."""
-        from runtime import model_store
+        from batchsafe.runtime import model_store
 
         model = next((m for m in self.plan.models if m.name == binding.model), None)
         if model is None or not model.gguf_sha256:
@@ -329,7 +329,7 @@ class DefaultEngineFactory:
 
     def _llamacpp(self, binding: Binding) -> Engine:
         try:
-            importlib.import_module("runtime.engines.llamacpp")
+            importlib.import_module("batchsafe.runtime.engines.llamacpp")
         except ImportError as exc:
             raise EngineError(f"engine kind llamacpp needs llama-cpp-python: {exc}") from None
         cfg = next(e.config for e in self.plan.engines if e.name == binding.engine)

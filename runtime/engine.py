@@ -7,6 +7,8 @@ registered by name; the plan names the engine, never a class path.
 
 from __future__ import annotations
 
+from batchsafe.core.errors import EXIT_FAIL, BatchsafeError
+
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -61,8 +63,10 @@ class GenResult:
     volatile: dict[str, Any] = field(default_factory=dict)
 
 
-class EngineError(Exception):
+class EngineError(BatchsafeError):
     """An engine failure. ``transient`` ones are retried with bounded backoff."""
+
+    exit_code = EXIT_FAIL
 
     def __init__(self, message: str, *, transient: bool = False) -> None:
         super().__init__(message)

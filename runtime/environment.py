@@ -120,9 +120,9 @@ def gpu_info() -> dict[str, Any] | None:
 
 def source_info() -> dict[str, Any]:
     """batchsafe version, and the git commit and dirty flag of its checkout (None if not one)."""
-    import batchsafe
+    from batchsafe.core import version
 
-    repo = Path(batchsafe.__file__).resolve().parent.parent
+    repo = Path(version.__file__).resolve().parents[2]  # batchsafe/core/version.py -> the checkout
     commit = dirty = None
     top = _run(["git", "-C", str(repo), "rev-parse", "--show-toplevel"])
     # Only the checkout that holds this very package counts (not a repo it is installed into).
@@ -131,7 +131,7 @@ def source_info() -> dict[str, Any]:
         status = _run(["git", "-C", str(repo), "status", "--porcelain"])
         commit = head.strip() if head else None
         dirty = bool(status.strip()) if status is not None else None
-    return {"version": batchsafe.__version__, "git_commit": commit, "git_dirty": dirty}
+    return {"version": version.__version__, "git_commit": commit, "git_dirty": dirty}
 
 
 def engine_records(log: Path) -> list[dict[str, Any]]:

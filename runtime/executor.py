@@ -22,6 +22,8 @@ Layout of a run directory::
 
 from __future__ import annotations
 
+from batchsafe.core.errors import EXIT_FAIL, EXIT_INTERRUPTED, EXIT_USAGE, BatchsafeError
+
 import json
 import os
 import signal
@@ -34,22 +36,26 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from compiler.plan import Group, Plan
-from runtime import journal as jr
-from runtime.bindings import (Binding, binding_for, build_requests, check_results, default_engine_factory,
+from batchsafe.compiler.plan import Group, Plan
+from batchsafe.runtime import journal as jr
+from batchsafe.runtime.bindings import (Binding, binding_for, build_requests, check_results, default_engine_factory,
                               group_records, warmup_requests)
-from runtime.engine import Engine, EngineError, GenResult
+from batchsafe.runtime.engine import Engine, EngineError, GenResult
 
 
-class RunError(Exception):
+class RunError(BatchsafeError):
     """The run stopped on a failure (engine error, coverage check); the journal stays resumable."""
+
+    exit_code = EXIT_FAIL
 
 
 class RunSetupError(RunError):
     """The run could not start: bad run directory, plan mismatch, unreadable journal."""
 
+    exit_code = EXIT_USAGE
 
-class RunInterrupted(Exception):
+
+class RunInterrupted(BatchsafeError):
     """The run stopped cleanly before the end (Ctrl-C or ``stop_after_groups``); resume continues it."""
 
     def __init__(self, summary: RunSummary, *, abandoned: bool = False) -> None:
@@ -57,6 +63,13 @@ class RunInterrupted(Exception):
         super().__init__(f"interrupted after {summary.groups_done}/{summary.groups_total} groups")
         self.summary = summary
         self.abandoned = abandoned
+
+    exit_code = EXIT_INTERRUPTED
+
+    def render(self) -> list[str]:
+        """How far the run got and how to resume it."""
+        s = self.summary
+        return [f"interrupted after {s.groups_done}/{s.groups_total} groups; run the same command again to resume"]
 
 
 @dataclass(frozen=True)
@@ -213,7 +226,7 @@ def finalize(plan: Plan, run_dir: Path) -> dict[str, Path]:
         paths = jr.write_outputs(plan, run_dir)
     except jr.CoverageError as exc:
         raise RunError(str(exc)) from None
-    from runtime.environment import capture_environment, engine_records
+    from batchsafe.runtime.environment import capture_environment, engine_records
 
     paths["environment"] = run_dir / "environment.json"
     env = capture_environment(engine_records(run_dir / "volatile" / "engines.jsonl"))
@@ -260,7 +273,7 @@ def run_plan(plan: Plan, run_dir: Path, *, resume: bool = False,
         for name in ("timings.jsonl", "engines.jsonl"):
             jr.repair_tail(run_dir / "volatile" / name)
         info = jr.read_run_info(run_dir)
-        from batchsafe import __version__
+        from batchsafe.core.version import __version__
 
         log(f"session start: plan {plan.plan_hash}, resume={resume}, {len(state.entries)}/{len(plan.groups)} "
             f"groups already journaled" + (f", truncated a torn journal line of {state.torn_bytes} bytes"

@@ -6,6 +6,8 @@ chat template presence) without loading the model.
 
 from __future__ import annotations
 
+from batchsafe.core.errors import BatchsafeError
+
 import copy
 import functools
 import hashlib
@@ -14,7 +16,7 @@ import struct
 from typing import IO, Any
 
 
-class GGUFError(ValueError):
+class GGUFError(BatchsafeError, ValueError):
     """A file that is not a readable GGUF model."""
 
 

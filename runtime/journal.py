@@ -15,6 +15,8 @@ that binds the journal to one plan through ``plan_hash``.
 
 from __future__ import annotations
 
+from batchsafe.core.errors import EXIT_FAIL, BatchsafeError
+
 import fcntl
 import json
 import os
@@ -23,41 +25,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from batchsafe.canonical import canonical_bytes, hash_obj
-from compiler.plan import Group, Plan
+from batchsafe.core.canonical import canonical_bytes, hash_obj
+from batchsafe.compiler.plan import Group, Plan
+from batchsafe.core.atomic import atomic_write, fsync_dir
 
 JOURNAL_VERSION = 1
 RUN_FILE = "run.json"
 JOURNAL_FILE = "journal.jsonl"
 
 
-class JournalError(Exception):
+class JournalError(BatchsafeError):
     """A run directory or journal that cannot be resumed safely (refused, never repaired)."""
 
 
-class CoverageError(Exception):
+class CoverageError(BatchsafeError):
     """The journal does not hold every plan sample exactly once (or not where the plan put it)."""
 
-
-def fsync_dir(path: Path) -> None:
-    """fsync a directory so that a file created or renamed in it survives a crash."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    exit_code = EXIT_FAIL
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via tmp + fsync + rename: readers see old or new bytes, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
+    """Write ``data`` to ``path`` atomically and durably (``batchsafe.core.atomic``)."""
+    atomic_write(path, data)
 
 
 def write_all(fd: int, data: bytes) -> None:
@@ -91,7 +80,7 @@ def repair_tail(path: Path) -> int:
 
 def run_info(plan: Plan, *, completed: bool = False) -> dict[str, Any]:
     """The content of ``run.json``: which plan this run directory belongs to (no timestamps)."""
-    from batchsafe import __version__
+    from batchsafe.core.version import __version__
 
     return {
         "batchsafe_version": __version__,

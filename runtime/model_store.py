@@ -18,6 +18,8 @@ API: :func:`ensure_model`, :func:`gguf_metadata`, :func:`gguf_summary`,
 
 from __future__ import annotations
 
+from batchsafe.core.errors import BatchsafeError
+
 import ctypes
 import fnmatch
 import hashlib
@@ -35,13 +37,14 @@ from pathlib import Path
 from typing import IO, Annotated, Any, Iterator, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from batchsafe.core.atomic import atomic_write, fsync_dir
 
 _PIN = r"^[A-Za-z0-9][A-Za-z0-9._-]*==[A-Za-z0-9][A-Za-z0-9.+!_-]*$"
 _SHA = r"^[0-9a-f]{64}$"
 _BUF = 8 << 20
 
 
-class ModelStoreError(Exception):
+class ModelStoreError(BatchsafeError):
     """Any failure to produce a verified model file."""
 
 
@@ -154,22 +157,8 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     return h.hexdigest()
 
 
-def _fsync_dir(d: Path) -> None:
-    from runtime.journal import fsync_dir
-
-    fsync_dir(d)
-
-
 def _write_json_atomic(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=1, sort_keys=True)
-        f.flush()
-        os.fchmod(f.fileno(), 0o644)
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    atomic_write(path, json.dumps(obj, indent=1, sort_keys=True).encode())
 
 
 @contextmanager
@@ -194,7 +183,7 @@ def _commit(tmp: Path, got: str, expected: str | None, root: Path, meta: dict[st
     dest.parent.mkdir(parents=True, exist_ok=True)
     os.chmod(tmp, 0o644)  # mkstemp makes 0600; the cache may be shared read-only
     os.replace(tmp, dest)  # atomic on one filesystem: readers see all bytes or none
-    _fsync_dir(dest.parent)
+    fsync_dir(dest.parent)
     _write_json_atomic(dest.with_suffix(".json"), {"sha256": got, "size": dest.stat().st_size, **meta})
     return dest
 
@@ -358,8 +347,8 @@ def _hub_cached_file(src: HubSource) -> Path:
 
 
 # GGUF header reading lives in runtime/gguf.py; its errors surface here as ModelStoreError.
-from runtime import gguf as _gguf  # noqa: E402
-from runtime.gguf import FTYPE_NAMES, FTYPES, GGML_TYPES  # noqa: E402,F401
+from batchsafe.runtime import gguf as _gguf  # noqa: E402
+from batchsafe.runtime.gguf import FTYPE_NAMES, FTYPES, GGML_TYPES  # noqa: E402,F401
 
 
 def gguf_metadata(path: str | os.PathLike[str], *, keep_array: int = 16) -> dict[str, Any]:

@@ -26,13 +26,13 @@ from typing import Any
 
 import orjson
 
-from analysis.analyze import plan_from_bytes
-from analysis.flips import RecordError, read_flips, read_scored
-from analysis.records import FlipRow, ScoredSample
-from batchsafe.canonical import canonical_bytes
-from batchsafe.jsonl import JsonLineError, parse_lines
-from bundles.manifest import DEFAULT_MAX_JSON_DEPTH, json_depth_exceeds
-from compiler.plan import Plan, PlanError
+from batchsafe.analysis.analyze import plan_from_bytes
+from batchsafe.analysis.flips import RecordError, read_flips, read_scored
+from batchsafe.analysis.records import FlipRow, ScoredSample
+from batchsafe.core.canonical import canonical_bytes
+from batchsafe.core.jsonl import JsonLineError, parse_lines
+from batchsafe.bundles.manifest import DEFAULT_MAX_JSON_DEPTH, json_depth_exceeds
+from batchsafe.compiler.plan import Plan, PlanError
 
 from .report import Stage
 from .source import BundleSource

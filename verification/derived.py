@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from analysis.flips import RecordError, read_scored
+from batchsafe.analysis.flips import RecordError, read_scored
 
 from .checks import FLIPS, SCORES, Context, validated
 from .recheck import numeric_diffs
@@ -45,7 +45,7 @@ def _parent_scores(ctx: Context, st: Stage) -> dict[str, Any] | None:
 
 def check_rescore_audit(ctx: Context, st: Stage) -> str:
     """Recheck a rescore child's audit; return what was checked."""
-    from analysis.rescore import read_rescore_audit, read_rescore_rows
+    from batchsafe.analysis.rescore import read_rescore_audit, read_rescore_rows
 
     if not (ctx.usable(AUDIT_ROWS) and ctx.usable(AUDIT_SUMMARY)):
         st.fail(f"{AUDIT_ROWS} and {AUDIT_SUMMARY} must both be present and intact")
@@ -96,8 +96,8 @@ def check_rescore_audit(ctx: Context, st: Stage) -> str:
 
 def check_adjudication(ctx: Context, st: Stage) -> str:
     """Recompute an adjudication child's summary and report from its labels."""
-    from analysis.adjudication_models import AdjudicationError, read_labels
-    from analysis.adjudication_stats import render_report, summarize
+    from batchsafe.analysis.adjudication_models import AdjudicationError, read_labels
+    from batchsafe.analysis.adjudication_stats import render_report, summarize
 
     for name in (LABELS, ADJ_SUMMARY, ADJ_REPORT):
         if not ctx.usable(name):

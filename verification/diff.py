@@ -24,8 +24,8 @@ from typing import Any
 
 import orjson
 
-from analysis.analyze import plan_from_bytes
-from compiler.plandiff import diff_plans
+from batchsafe.analysis.analyze import plan_from_bytes
+from batchsafe.compiler.plandiff import diff_plans
 
 from .diff_gates import (
     GateError,

@@ -25,6 +25,8 @@ dots or ``=`` go in brackets: ``agreement.by_model["llama3.2-1b"]``)::
 
 from __future__ import annotations
 
+from batchsafe.core.errors import BatchsafeError
+
 import difflib
 import math
 import re
@@ -47,7 +49,7 @@ _NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?%?")
 _COUNTERS = ("matched", "both_flipped", "direction_disagreements", "only_a", "only_b")
 
 
-class GateError(ValueError):
+class GateError(BatchsafeError, ValueError):
     """A ``--fail-on`` that cannot be used (the CLI exits 2: a usage error, not a failed gate)."""
 
 

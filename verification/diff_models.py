@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
-from compiler.plandiff import PlanDiff
+from batchsafe.compiler.plandiff import PlanDiff
 
 DIFF_SCHEMA_VERSION = 1
 

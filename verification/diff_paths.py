@@ -15,6 +15,8 @@ statistics and environments.
 
 from __future__ import annotations
 
+from batchsafe.core.errors import BatchsafeError
+
 import json
 import re
 from collections.abc import Mapping
@@ -25,7 +27,7 @@ _PLAIN = re.compile(r"[A-Za-z0-9_\-]+")
 _QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"')
 
 
-class PathSyntaxError(ValueError):
+class PathSyntaxError(BatchsafeError, ValueError):
     """A metric path that cannot be read (the message points at the offending character)."""
 
 

@@ -19,11 +19,11 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from analysis.flips import FLIP_SCHEMA_VERSION
-from analysis.records import SCORED_SCHEMA_VERSION
-from batchsafe.jsonl import JsonLineError, parse_line
-from bundles.manifest import BundleError
-from compiler.plan import Condition
+from batchsafe.analysis.flips import FLIP_SCHEMA_VERSION
+from batchsafe.analysis.records import SCORED_SCHEMA_VERSION
+from batchsafe.core.jsonl import JsonLineError, parse_line
+from batchsafe.bundles.manifest import BundleError
+from batchsafe.compiler.plan import Condition
 
 from .source import BundleSource
 

@@ -12,11 +12,11 @@ from typing import Any
 
 import orjson
 
-from analysis.analyze import analyze_scored
-from analysis.flips import dump_jsonl
-from analysis.records import ScoredSample
-from analysis.scoring import ScoringError, score_run, timings_from_bytes
-from compiler.plan import Plan
+from batchsafe.analysis.analyze import analyze_scored
+from batchsafe.analysis.flips import dump_jsonl
+from batchsafe.analysis.records import ScoredSample
+from batchsafe.analysis.scoring import ScoringError, score_run, timings_from_bytes
+from batchsafe.compiler.plan import Plan
 
 from .checks import (
     FLIPS,
@@ -173,8 +173,8 @@ def check_statistics(ctx: Context) -> Stage:
             checked.append(name)
     if ctx.usable(REPORT):
         plots = sorted(n.removeprefix("analysis/") for n in ctx.src.names if n.startswith("analysis/plots/"))
-        from analysis.analyze import headline, headline_rows
-        from analysis.report import render_report
+        from batchsafe.analysis.analyze import headline, headline_rows
+        from batchsafe.analysis.report import render_report
 
         order = [p.id for p in plan.phases]
         text = render_report(res.stats, res.targets, title=str(plan.experiment.get("title") or plan.experiment.get("id") or ""),

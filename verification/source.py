@@ -26,16 +26,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from batchsafe.canonical import sha256_tag
-from bundles.archive import Limits, unpack
-from bundles.manifest import (
+from batchsafe.core.canonical import sha256_tag
+from batchsafe.bundles.archive import Limits, unpack
+from batchsafe.bundles.manifest import (
     MANIFEST_NAME,
     FileEntry,
     Manifest,
     ManifestError,
     load_manifest,
 )
-from bundles.store import CHUNK, BundleNotFoundError, BundleStore, CorruptBundleError
+from batchsafe.bundles.store import CHUNK, BundleNotFoundError, BundleStore, CorruptBundleError
 
 DEFAULT_MAX_READ = 1 << 30
 """Largest file ``read`` loads into memory (1 GiB); hashing streams and has no such bound."""

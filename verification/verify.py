@@ -16,10 +16,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bundles.archive import Limits
-from bundles.manifest import name_problem
-from bundles.store import BundleStore
-from compiler.plan import Plan
+from batchsafe.bundles.archive import Limits
+from batchsafe.bundles.manifest import name_problem
+from batchsafe.bundles.store import BundleStore
+from batchsafe.compiler.plan import Plan
 
 from . import checks, recheck
 from .derived import check_derived
@@ -50,9 +50,9 @@ def _write_spec_tree(plan: Plan, root: Path) -> Path | None:
 def check_plan(ctx: checks.Context, *, data_dir: str | Path | None = None, spec: str | Path | None = None,
                recompile: bool = True) -> Stage:
     """Internal consistency of the plan; recompilation when the spec's data is available."""
-    from compiler.compile import compile_spec, resolve_data_dir
-    from compiler.diagnostics import SpecError
-    from compiler.plandiff import diff_plans
+    from batchsafe.compiler.compile import compile_spec, resolve_data_dir
+    from batchsafe.compiler.diagnostics import SpecError
+    from batchsafe.compiler.plandiff import diff_plans
 
     st = Stage(name="plan")
     if ctx.missing_input(st, checks.PLAN) or ctx.plan is None:
@@ -109,7 +109,7 @@ def replay_groups(plan: Plan, n: int, seed: int, engine: str | None = None) -> l
 def check_replay(ctx: checks.Context, n: int, *, seed: int = 0, engine: str | None = None,
                  factory: Callable[[Any], Any] | None = None) -> Stage:
     """Run ``n`` seeded groups again on an available engine; outputs must be byte-identical."""
-    from runtime.bindings import (
+    from batchsafe.runtime.bindings import (
         DefaultEngineFactory,
         binding_for,
         build_requests,

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from analysis.registry import SCORERS, check_ref
+from batchsafe.analysis.registry import SCORERS, check_ref
 
 from .base import MetaError, Score
 from .choice import extract_choice, score_bias_v1_0, score_mcq_letter_v1_0

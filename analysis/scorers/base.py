@@ -7,6 +7,8 @@ change belongs in a new module-level function used only by a new scorer version.
 
 from __future__ import annotations
 
+from batchsafe.core.errors import BatchsafeError
+
 import math
 import re
 import unicodedata
@@ -39,7 +41,7 @@ class Score:
             raise ValueError("Score.label must be a non-empty string")
 
 
-class MetaError(ValueError):
+class MetaError(BatchsafeError, ValueError):
     """Prompt metadata lacks what a scorer needs: a plan problem, not an output problem."""
 
 

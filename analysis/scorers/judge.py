@@ -18,13 +18,15 @@ is the best outcome (same orientation as every scorer): value = n / 10, label
 
 from __future__ import annotations
 
+from batchsafe.core.errors import BatchsafeError
+
 import re
 from collections.abc import Sequence
 
 from .base import Score, normalise_v1
 
 
-class JudgeRequired(RuntimeError):
+class JudgeRequired(BatchsafeError, RuntimeError):
     """llm_judge was asked to score without a judge reply: it needs a judge engine."""
 
 

@@ -7,6 +7,8 @@ Line numbers are 1-based *physical* lines of the file. For CSV a physical line e
 
 from __future__ import annotations
 
+from batchsafe.core.errors import BatchsafeError
+
 import csv
 import io
 import json
@@ -15,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-class DatasetFormatError(Exception):
+class DatasetFormatError(BatchsafeError):
     """A dataset file does not have the shape its format promises.
 
     Attributes:

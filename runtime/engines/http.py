@@ -26,7 +26,7 @@ import time
 import urllib.parse
 from typing import Any
 
-from runtime.engine import EngineError
+from batchsafe.runtime.engine import EngineError
 
 TRANSIENT_STATUS = {408, 429}
 """4xx statuses that say "try again later" rather than "this request is wrong"."""

@@ -31,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from runtime import model_store
-from runtime.engine import Capabilities, Engine, EngineError, GenRequest, GenResult, register
+from batchsafe.runtime import model_store
+from batchsafe.runtime.engine import Capabilities, Engine, EngineError, GenRequest, GenResult, register
 
 def _cpu_flags() -> set[str]:
     try:
@@ -363,7 +363,7 @@ class LlamaCppEngine(Engine):
     def _concurrent_server(self) -> Any:
         """The llama_cpp.server of "concurrent" mode, mirroring this engine's settings (created,
         not started: run_group starts it on first use)."""
-        from runtime.engines import llamacpp_server as srv
+        from batchsafe.runtime.engines import llamacpp_server as srv
 
         if self._server is None:
             self._server = srv.LlamaCppServer(
@@ -373,7 +373,7 @@ class LlamaCppEngine(Engine):
 
     def _concurrent(self, reqs: list[GenRequest]) -> list[GenResult]:
         """K clients against llama_cpp.server; results rebuilt from its tokens by our rules."""
-        from runtime.engines import llamacpp_server as srv
+        from batchsafe.runtime.engines import llamacpp_server as srv
 
         for r in reqs:
             if r.temperature != 0.0:
@@ -414,7 +414,7 @@ class LlamaCppEngine(Engine):
 
     def describe(self) -> dict[str, Any]:
         """Build, system and configuration facts for the run environment record."""
-        from runtime.engines import llamacpp_server as srv
+        from batchsafe.runtime.engines import llamacpp_server as srv
 
         cp = self._cparams
         return {

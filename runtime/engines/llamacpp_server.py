@@ -31,6 +31,8 @@ the result is built from the server's generated token ids with the engine's rule
 
 from __future__ import annotations
 
+from batchsafe.core.atomic import atomic_write
+
 import atexit
 import http.client
 import importlib.util
@@ -49,7 +51,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
 
-from runtime.engine import EngineError, GenRequest
+from batchsafe.runtime.engine import EngineError, GenRequest
 
 SERVER_PACKAGES = ("llama-cpp-python", "fastapi", "starlette", "uvicorn", "sse-starlette",
                    "starlette-context", "pydantic-settings", "anyio")
@@ -124,11 +126,9 @@ class LlamaCppServer:
         ready = Path(self._dir, "ready.json")
         cfg = {"settings": self.settings, "ready_file": str(ready), "parent_pid": os.getpid()}
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        root = str(Path(__file__).resolve().parents[2])  # the child imports this module by name
-        env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
         with open(Path(self._dir, "server.log"), "wb") as log:
             # A new session = a new process group: stop() can kill everything it spawned.
-            self.proc = subprocess.Popen([sys.executable, "-m", "runtime.engines.llamacpp_server", json.dumps(cfg)],
+            self.proc = subprocess.Popen([sys.executable, "-m", "batchsafe.runtime.engines.llamacpp_server", json.dumps(cfg)],
                                          stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                          env=env, start_new_session=True, close_fds=True)
         self.starts += 1
@@ -429,11 +429,9 @@ def _serve(cfg: dict[str, Any]) -> None:
         return taken
 
     app.add_api_route(EXEC_LOG, exec_log, methods=["GET"])
-    tmp = cfg["ready_file"] + ".tmp"
     # The effective settings as the server parsed them (port left out: it differs every run).
     settings = {"model": model.model_dump(mode="json"), "server": server.model_dump(mode="json", exclude={"port"})}
-    Path(tmp).write_text(json.dumps({"port": port, "settings": settings}))
-    os.replace(tmp, cfg["ready_file"])
+    atomic_write(cfg["ready_file"], json.dumps({"port": port, "settings": settings}).encode(), durable=False)
     uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=1)).run(sockets=[sock])
 
 

@@ -34,8 +34,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from runtime.engine import Capabilities, Engine, EngineError, GenRequest, GenResult, register
-from runtime.engines.http import ServerClient, fan_out, group_timing, sequential
+from batchsafe.runtime.engine import Capabilities, Engine, EngineError, GenRequest, GenResult, register
+from batchsafe.runtime.engines.http import ServerClient, fan_out, group_timing, sequential
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:11434"
 DEFAULT_KEEP_ALIVE = "30m"

@@ -52,8 +52,8 @@ import shlex
 import time
 from typing import Any
 
-from runtime.engine import Capabilities, Engine, EngineError, GenRequest, GenResult, register
-from runtime.engines.http import HttpStatusError, ServerClient, fan_out, group_timing, sequential
+from batchsafe.runtime.engine import Capabilities, Engine, EngineError, GenRequest, GenResult, register
+from batchsafe.runtime.engines.http import HttpStatusError, ServerClient, fan_out, group_timing, sequential
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:8000"
 NEUTRAL_PENALTIES = {"repetition_penalty": 1.0, "presence_penalty": 0.0, "frequency_penalty": 0.0}

@@ -14,22 +14,22 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from statsmodels.stats.inter_rater import aggregate_raters, cohens_kappa, fleiss_kappa
 
-from analysis.adjudication import (
+from batchsafe.analysis.adjudication import (
     SCORER_LABELS,
     export_candidates,
     import_labels,
     render_export,
     render_import,
 )
-from analysis.adjudication_csv import COLUMNS, dump_csv, neutralise, read_csv, restore
-from analysis.adjudication_models import AdjudicationError, read_labels, read_summary
-from analysis.adjudication_stats import majority
-from analysis.analyze import analyze_run
-from analysis.records import UNSAFE_DIRECTIONS
-from batchsafe.canonical import canonical_bytes
-from bundles.from_run import bundle_run
-from bundles.store import BundleStore
-from verification.source import from_store
+from batchsafe.analysis.adjudication_csv import COLUMNS, dump_csv, neutralise, read_csv, restore
+from batchsafe.analysis.adjudication_models import AdjudicationError, read_labels, read_summary
+from batchsafe.analysis.adjudication_stats import majority
+from batchsafe.analysis.analyze import analyze_run
+from batchsafe.analysis.records import UNSAFE_DIRECTIONS
+from batchsafe.core.canonical import canonical_bytes
+from batchsafe.bundles.from_run import bundle_run
+from batchsafe.bundles.store import BundleStore
+from batchsafe.verification.source import from_store
 
 HERE = Path(__file__).parent
 

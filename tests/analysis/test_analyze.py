@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import fake_run as fake  # tests/analysis/test_analyze/fake_run.py, on sys.path via tests/conftest.py
 import pytest
 
-from analysis.analyze import (
+from batchsafe.analysis.analyze import (
     AnalysisError,
     analyze_bundle,
     analyze_run,
@@ -20,15 +20,15 @@ from analysis.analyze import (
     analyze_scored,
     plan_from_bytes,
 )
-from analysis.flips import RecordError, dump_jsonl, read_flips, read_scored
-from analysis.records import ScoredSample
-from analysis.scorers import IMPLEMENTATIONS
-from analysis.scoring import ScoringError, output_sha256, read_timings, score_run
-from analysis.targets import evaluate_target, evaluate_targets
+from batchsafe.analysis.flips import RecordError, dump_jsonl, read_flips, read_scored
+from batchsafe.analysis.records import ScoredSample
+from batchsafe.analysis.scorers import IMPLEMENTATIONS
+from batchsafe.analysis.scoring import ScoringError, output_sha256, read_timings, score_run
+from batchsafe.analysis.targets import evaluate_target, evaluate_targets
 from batchsafe import cli
-from bundles.from_run import bundle_run
-from bundles.store import BundleStore
-from compiler.plan import PlanError
+from batchsafe.bundles.from_run import bundle_run
+from batchsafe.bundles.store import BundleStore
+from batchsafe.compiler.plan import PlanError
 
 HERE = Path(__file__).parent
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from analysis.flips import (
+from batchsafe.analysis.flips import (
     RecordError,
     direction_counts,
     dump_jsonl,
@@ -18,7 +18,7 @@ from analysis.flips import (
     read_scored,
     write_jsonl,
 )
-from analysis.records import Cond, ScoredSample
+from batchsafe.analysis.records import Cond, ScoredSample
 
 SHA_A, SHA_B = "sha256:" + "a" * 64, "sha256:" + "b" * 64
 

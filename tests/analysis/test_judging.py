@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from analysis.judging import judge_agreement
-from compiler.compile import compile_spec
-from runtime.engine import Capabilities, Engine, GenRequest, GenResult
+from batchsafe.analysis.judging import judge_agreement
+from batchsafe.compiler.compile import compile_spec
+from batchsafe.runtime.engine import Capabilities, Engine, GenRequest, GenResult
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -65,8 +65,8 @@ def test_disagreeing_judge_lowers_kappa(plan) -> None:
 
 def test_real_embedded_engine_as_judge(plan) -> None:
     pytest.importorskip("llama_cpp", reason="the embedded extra is installed by `make test`'s set-up")
-    from runtime import model_store
-    from runtime.engines.llamacpp import LlamaCppEngine
+    from batchsafe.runtime import model_store
+    from batchsafe.runtime.engines.llamacpp import LlamaCppEngine
 
     path = model_store.ensure_known("smollm2-135m-instruct-q4_1")
     engine = LlamaCppEngine(path, n_ctx=1024, n_seq_max=4)

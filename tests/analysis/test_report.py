@@ -12,9 +12,9 @@ from pathlib import Path
 import matplotlib
 import pytest
 
-from analysis.analyze import analyze_run, analyze_scored
-from analysis.plots import render_plots
-from analysis.report import (
+from batchsafe.analysis.analyze import analyze_run, analyze_scored
+from batchsafe.analysis.plots import render_plots
+from batchsafe.analysis.report import (
     NOT_ENOUGH,
     fnum,
     levels,

@@ -19,10 +19,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from analysis.analyze import AnalysisError, analyze_run
-from analysis.flips import RecordError, dump_jsonl, read_flips, read_scored
-from analysis.records import Cond
-from analysis.rescore import (
+from batchsafe.analysis.analyze import AnalysisError, analyze_run
+from batchsafe.analysis.flips import RecordError, dump_jsonl, read_flips, read_scored
+from batchsafe.analysis.records import Cond
+from batchsafe.analysis.rescore import (
     REPORT_ROWS,
     FlipChange,
     RescoreAudit,
@@ -35,12 +35,12 @@ from analysis.rescore import (
     render_rescore,
     rescore_bundle,
 )
-from analysis.scorers import score
-from analysis.scoring import ScoringError
-from batchsafe.canonical import canonical_bytes
-from bundles.from_run import bundle_run
-from bundles.store import BundleStore, CorruptBundleError
-from compiler.plan import Plan
+from batchsafe.analysis.scorers import score
+from batchsafe.analysis.scoring import ScoringError
+from batchsafe.core.canonical import canonical_bytes
+from batchsafe.bundles.from_run import bundle_run
+from batchsafe.bundles.store import BundleStore, CorruptBundleError
+from batchsafe.compiler.plan import Plan
 
 HERE = Path(__file__).parent
 

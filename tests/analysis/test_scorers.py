@@ -16,8 +16,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from analysis.registry import SCORERS
-from analysis.scorers import (
+from batchsafe.analysis.registry import SCORERS
+from batchsafe.analysis.scorers import (
     IMPLEMENTATIONS,
     JudgeRequired,
     MetaError,
@@ -30,7 +30,7 @@ from analysis.scorers import (
     registered_refs,
     score,
 )
-from analysis.scorers.base import APOSTROPHES, normalise_v1
+from batchsafe.analysis.scorers.base import APOSTROPHES, normalise_v1
 
 GOLDEN = Path(__file__).parent / "test_scorers" / "golden.jsonl"
 

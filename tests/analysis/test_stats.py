@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.records import Cond, FlipRow, ScoredSample
-from analysis.stats import (
+from batchsafe.analysis.records import Cond, FlipRow, ScoredSample
+from batchsafe.analysis.stats import (
     adjust,
     anova_one_way,
     anova_two_way,
@@ -771,7 +771,7 @@ def test_performance_smoke_31410():
 
 def test_correction_none_is_accepted_and_leaves_p_values_unadjusted():
     """The spec allows `analysis.correction: none`; it must reach the statistics intact."""
-    from analysis.stats.tests import CORRECTIONS, adjust
+    from batchsafe.analysis.stats.tests import CORRECTIONS, adjust
 
     assert set(CORRECTIONS) >= {"holm", "bonferroni", "fdr_bh", "none"}
     res = adjust([0.01, 0.04, None, 0.2], "none", alpha=0.05)

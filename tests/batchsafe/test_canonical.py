@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batchsafe import canonical
-from batchsafe.canonical import canonical_bytes, canonical_bytes_of_parsed
+from batchsafe.core import canonical
+from batchsafe.core.canonical import canonical_bytes, canonical_bytes_of_parsed
 
 # Floats around both of Python's switch points to exponent notation (1e-4 and 1e16).
 edge_floats = st.sampled_from([0.0, -0.0, 1e-4, 9.999e-5, 1e-5, -1e-7, 5e-324, 1e15, 1e16, 1.5e16, -1e300,

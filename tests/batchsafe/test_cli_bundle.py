@@ -8,7 +8,7 @@ import tarfile
 from pathlib import Path
 
 from batchsafe.cli import main
-from bundles.store import BundleStore
+from batchsafe.bundles.store import BundleStore
 
 
 def _bundle(store_dir: Path) -> str:

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from batchsafe.cli import main
-from bundles.archive import pack, unpack
-from bundles.store import BundleStore
+from batchsafe.bundles.archive import pack, unpack
+from batchsafe.bundles.store import BundleStore
 
 ROOT = Path(__file__).resolve().parents[2]
 pytest.importorskip("llama_cpp", reason="the embedded extra is installed by `make test`'s set-up")

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from batchsafe.jsonl import JsonLineError, parse_line, parse_lines
+from batchsafe.core.jsonl import JsonLineError, parse_line, parse_lines
 
 records = st.dictionaries(st.text(max_size=5), st.one_of(st.integers(-5, 5), st.text(max_size=5), st.none()),
                           max_size=3).map(lambda d: {**d, "schema_version": 1})

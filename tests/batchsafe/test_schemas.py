@@ -9,7 +9,7 @@ import jsonschema
 from ruamel.yaml import YAML
 
 from batchsafe.schemas import SCHEMA_DIR, render_all
-from compiler.compile import compile_spec
+from batchsafe.compiler.compile import compile_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 

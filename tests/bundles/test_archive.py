@@ -16,10 +16,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batchsafe.canonical import canonical_bytes, sha256_tag
-from bundles.archive import Limits, UnsafeArchiveError, pack, unpack
-from bundles.manifest import FileEntry, build_manifest, manifest_bytes, media_type_for
-from bundles.store import BundleStore, CorruptBundleError
+from batchsafe.core.canonical import canonical_bytes, sha256_tag
+from batchsafe.bundles.archive import Limits, UnsafeArchiveError, pack, unpack
+from batchsafe.bundles.manifest import FileEntry, build_manifest, manifest_bytes, media_type_for
+from batchsafe.bundles.store import BundleStore, CorruptBundleError
 
 FILES = {
     "plan.lock.json": b'{"plan": 1}\n',

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batchsafe.canonical import canonical_bytes, hash_obj, sha256_tag
-from bundles.manifest import (
+from batchsafe.core.canonical import canonical_bytes, hash_obj, sha256_tag
+from batchsafe.bundles.manifest import (
     FileEntry,
     Manifest,
     ManifestError,
@@ -22,7 +22,7 @@ from bundles.manifest import (
     manifest_bytes,
     media_type_for,
 )
-from bundles.store import AmbiguousBundleError, BundleNotFoundError, BundleStore, CorruptBundleError
+from batchsafe.bundles.store import AmbiguousBundleError, BundleNotFoundError, BundleStore, CorruptBundleError
 
 FILES = {
     "plan.lock.json": b'{"plan": 1}\n',

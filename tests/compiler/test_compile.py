@@ -11,11 +11,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from compiler.compile import compile_spec
-from compiler.diagnostics import SpecError
-from compiler.plan import Plan, PlanError, load_plan
-from compiler.plandiff import diff_plans
-from compiler.selection import allocate, seeded_order
+from batchsafe.compiler.compile import compile_spec
+from batchsafe.compiler.diagnostics import SpecError
+from batchsafe.compiler.plan import Plan, PlanError, load_plan
+from batchsafe.compiler.plandiff import diff_plans
+from batchsafe.compiler.selection import allocate, seeded_order
 
 HERE = Path(__file__).parent / "test_compile"
 SPEC = HERE / "mini.yaml"

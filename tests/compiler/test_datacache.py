@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from compiler import datacache
-from compiler.compile import compile_spec
+from batchsafe.compiler import datacache
+from batchsafe.compiler.compile import compile_spec
 
 HERE = Path(__file__).parent / "test_compile"
 
@@ -41,7 +41,7 @@ def test_corrupt_entries_are_reparsed_and_a_new_loader_misses(cache: Path, monke
 
 
 def test_a_changed_file_is_a_different_entry(cache: Path, tmp_path: Path) -> None:
-    from batchsafe.canonical import hash_file
+    from batchsafe.core.canonical import hash_file
 
     csv = tmp_path / "astronomy_test.csv"
     csv.write_text("How many moons does Mars have?,0,1,2,3,C\n")

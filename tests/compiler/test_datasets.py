@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from compiler.datasets import FORMATS, DatasetFormatError, Record, format_fields, load_records
+from batchsafe.compiler.datasets import FORMATS, DatasetFormatError, Record, format_fields, load_records
 
 FIX = Path(__file__).with_suffix("")  # tests/compiler/test_datasets/
 _ROOT = Path(__file__).resolve().parents

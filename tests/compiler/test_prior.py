@@ -23,17 +23,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from analysis.analyze import analyze_bundle, analyze_run
-from analysis.records import Direction
-from batchsafe.canonical import canonical_bytes
+from batchsafe.analysis.analyze import analyze_bundle, analyze_run
+from batchsafe.analysis.records import Direction
+from batchsafe.core.canonical import canonical_bytes
 from batchsafe.cli import main
-from bundles.from_run import bundle_run
-from bundles.store import BundleStore
-from compiler.compile import compile_spec
-from compiler.diagnostics import SpecError
-from compiler.plan import Condition, Plan
-from compiler.prior import PriorReader, pick_records
-from compiler.spec import FlipDirection, FromBundle
+from batchsafe.bundles.from_run import bundle_run
+from batchsafe.bundles.store import BundleStore
+from batchsafe.compiler.compile import compile_spec
+from batchsafe.compiler.diagnostics import SpecError
+from batchsafe.compiler.plan import Condition, Plan
+from batchsafe.compiler.prior import PriorReader, pick_records
+from batchsafe.compiler.spec import FlipDirection, FromBundle
 
 HERE = Path(__file__).parent
 ROOT = HERE.parents[1]

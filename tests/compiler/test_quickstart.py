@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from compiler.compile import compile_spec
+from batchsafe.compiler.compile import compile_spec
 
 SPEC = Path(__file__).resolve().parents[2] / "specs" / "quickstart.yaml"
 

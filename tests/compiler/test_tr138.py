@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from batchsafe.cli import main
-from compiler.compile import compile_spec
-from compiler.diagnostics import SpecError
+from batchsafe.compiler.compile import compile_spec
+from batchsafe.compiler.diagnostics import SpecError
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = Path(os.environ.get("BATCHSAFE_DATA") or ROOT.parent / "shared" / "data")

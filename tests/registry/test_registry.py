@@ -19,14 +19,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import registry.db as regdb
-from analysis.analyze import analyze_bundle, analyze_run
-from analysis.records import FlipRow
-from batchsafe.canonical import canonical_bytes
-from bundles.archive import pack
-from bundles.from_run import bundle_run
-from bundles.store import BundleStore
-from registry import (
+import batchsafe.registry.db as regdb
+from batchsafe.analysis.analyze import analyze_bundle, analyze_run
+from batchsafe.analysis.records import FlipRow
+from batchsafe.core.canonical import canonical_bytes
+from batchsafe.bundles.archive import pack
+from batchsafe.bundles.from_run import bundle_run
+from batchsafe.bundles.store import BundleStore
+from batchsafe.registry import (
     SCHEMA_VERSION,
     BundleContentError,
     NotARegistryError,
@@ -40,9 +40,9 @@ from registry import (
     render_query,
     render_show,
 )
-from registry.db import DIRECTIONS
-from registry.ingest import parse_flips
-from verification.source import from_store
+from batchsafe.registry.db import DIRECTIONS
+from batchsafe.registry.ingest import parse_flips
+from batchsafe.verification.source import from_store
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -538,9 +538,9 @@ def test_an_error_mid_add_leaves_no_partial_rows(world, tmp_path, monkeypatch):
 
 CRASH = """
 import os, sys
-import registry.db as d
-from bundles.store import BundleStore
-from verification.source import from_store
+import batchsafe.registry.db as d
+from batchsafe.bundles.store import BundleStore
+from batchsafe.verification.source import from_store
 d._upsert_prompts = lambda conn, prompts: os._exit(3)
 d.open_registry(sys.argv[1]).add(from_store(BundleStore(sys.argv[2]), sys.argv[3]))
 """

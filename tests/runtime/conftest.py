@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from runtime import model_store as ms
+from batchsafe.runtime import model_store as ms
 
 SMOL = "smollm2-135m-instruct-q4_1"
 

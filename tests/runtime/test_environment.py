@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from runtime.environment import REDACTED, capture_environment, gpu_info, relevant_env
+from batchsafe.runtime.environment import REDACTED, capture_environment, gpu_info, relevant_env
 
 ROOT = Path(__file__).resolve().parents[2]
 

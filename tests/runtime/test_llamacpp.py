@@ -11,9 +11,9 @@ import pytest
 
 llama_cpp = pytest.importorskip("llama_cpp")
 
-from runtime import model_store as ms  # noqa: E402
-from runtime.engine import EngineError, GenRequest, engine_class  # noqa: E402
-from runtime.engines.llamacpp import LlamaCppEngine, _strip_partial_utf8  # noqa: E402
+from batchsafe.runtime import model_store as ms  # noqa: E402
+from batchsafe.runtime.engine import EngineError, GenRequest, engine_class  # noqa: E402
+from batchsafe.runtime.engines.llamacpp import LlamaCppEngine, _strip_partial_utf8  # noqa: E402
 
 SMOL = "smollm2-135m-instruct-q4_1"
 PROMPTS = ["What is 2+2?", "Name three colors.", "Write a haiku about rain.",

@@ -25,11 +25,11 @@ llama_cpp = pytest.importorskip("llama_cpp")
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
-from compiler.checks import ENGINE_MODES  # noqa: E402
-from runtime import model_store as ms  # noqa: E402
-from runtime.engine import EngineError, GenRequest  # noqa: E402
-from runtime.engines import llamacpp_server as srv  # noqa: E402
-from runtime.engines.llamacpp import LlamaCppEngine  # noqa: E402
+from batchsafe.compiler.checks import ENGINE_MODES  # noqa: E402
+from batchsafe.runtime import model_store as ms  # noqa: E402
+from batchsafe.runtime.engine import EngineError, GenRequest  # noqa: E402
+from batchsafe.runtime.engines import llamacpp_server as srv  # noqa: E402
+from batchsafe.runtime.engines.llamacpp import LlamaCppEngine  # noqa: E402
 
 SMOL = "smollm2-135m-instruct-q4_1"
 ROOT = Path(__file__).resolve().parents[2]
@@ -176,7 +176,7 @@ def test_no_stray_server_after_runtime_ends(smol_path, ending):
     end = "sys.exit(0)" if ending == "exit" else "os.kill(os.getpid(), signal.SIGKILL)"
     script = textwrap.dedent(f"""
         import os, signal, sys
-        from runtime.engines.llamacpp_server import LlamaCppServer
+        from batchsafe.runtime.engines.llamacpp_server import LlamaCppServer
         s = LlamaCppServer({str(smol_path)!r}, n_ctx=128, n_threads=1, n_batch=128, seed=0)
         s.start()
         print(s.pid, flush=True)

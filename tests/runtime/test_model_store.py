@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from runtime import model_store as ms
+from batchsafe.runtime import model_store as ms
 
 
 def _sha(data: bytes) -> str:

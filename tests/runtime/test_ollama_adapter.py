@@ -20,13 +20,13 @@ import pytest
 
 pytest.importorskip("llama_cpp")
 
-from compiler.compile import compile_spec  # noqa: E402
-from compiler.plan import Locators  # noqa: E402
-from runtime import model_store as ms  # noqa: E402
-from runtime.bindings import Binding, DefaultEngineFactory  # noqa: E402
-from runtime.engine import EngineError, GenRequest, engine_class  # noqa: E402
-from runtime.engines.ollama import OllamaEngine  # noqa: E402
-from runtime.executor import run_plan  # noqa: E402
+from batchsafe.compiler.compile import compile_spec  # noqa: E402
+from batchsafe.compiler.plan import Locators  # noqa: E402
+from batchsafe.runtime import model_store as ms  # noqa: E402
+from batchsafe.runtime.bindings import Binding, DefaultEngineFactory  # noqa: E402
+from batchsafe.runtime.engine import EngineError, GenRequest, engine_class  # noqa: E402
+from batchsafe.runtime.engines.ollama import OllamaEngine  # noqa: E402
+from batchsafe.runtime.executor import run_plan  # noqa: E402
 
 HERE = Path(__file__).parent / "test_ollama_adapter"
 DATA = Path(__file__).resolve().parents[1] / "compiler" / "test_compile" / "data"

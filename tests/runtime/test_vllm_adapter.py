@@ -25,14 +25,14 @@ import pytest
 
 llama_cpp = pytest.importorskip("llama_cpp")
 
-from compiler.compile import compile_spec  # noqa: E402
-from compiler.plan import Locators  # noqa: E402
-from runtime import model_store as ms  # noqa: E402
-from runtime.bindings import Binding, DefaultEngineFactory  # noqa: E402
-from runtime.engine import EngineError, GenRequest, engine_class  # noqa: E402
-from runtime.engines.llamacpp import LlamaCppEngine  # noqa: E402
-from runtime.engines.vllm import NEUTRAL_PENALTIES, VLLMEngine, variant_env_name  # noqa: E402
-from runtime.executor import run_plan  # noqa: E402
+from batchsafe.compiler.compile import compile_spec  # noqa: E402
+from batchsafe.compiler.plan import Locators  # noqa: E402
+from batchsafe.runtime import model_store as ms  # noqa: E402
+from batchsafe.runtime.bindings import Binding, DefaultEngineFactory  # noqa: E402
+from batchsafe.runtime.engine import EngineError, GenRequest, engine_class  # noqa: E402
+from batchsafe.runtime.engines.llamacpp import LlamaCppEngine  # noqa: E402
+from batchsafe.runtime.engines.vllm import NEUTRAL_PENALTIES, VLLMEngine, variant_env_name  # noqa: E402
+from batchsafe.runtime.executor import run_plan  # noqa: E402
 
 HERE = Path(__file__).parent / "test_vllm_adapter"
 DATA = Path(__file__).resolve().parents[1] / "compiler" / "test_compile" / "data"

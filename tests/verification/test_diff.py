@@ -13,15 +13,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from analysis.analyze import analyze_run, analyze_scored
-from analysis.flips import dump_jsonl, read_flips, read_scored
-from analysis.records import Cond, ScoredSample
-from batchsafe.canonical import canonical_bytes
-from bundles.from_run import bundle_run
-from bundles.store import BundleStore
-from compiler.compile import compile_spec
-from verification import diff as diffmod
-from verification.diff import (
+from batchsafe.analysis.analyze import analyze_run, analyze_scored
+from batchsafe.analysis.flips import dump_jsonl, read_flips, read_scored
+from batchsafe.analysis.records import Cond, ScoredSample
+from batchsafe.core.canonical import canonical_bytes
+from batchsafe.bundles.from_run import bundle_run
+from batchsafe.bundles.store import BundleStore
+from batchsafe.compiler.compile import compile_spec
+from batchsafe.verification import diff as diffmod
+from batchsafe.verification.diff import (
     BundleDiff,
     DiffError,
     GateSyntaxError,
@@ -35,8 +35,8 @@ from verification.diff import (
     render_diff,
     with_gates,
 )
-from verification.diff_paths import format_path, parse_path
-from verification.source import from_store
+from batchsafe.verification.diff_paths import format_path, parse_path
+from batchsafe.verification.source import from_store
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -21,11 +21,11 @@ import fake_run as fake  # tests/analysis/test_analyze/fake_run.py, on sys.path 
 import pytest
 
 from batchsafe import cli
-from batchsafe.canonical import canonical_bytes, sha256_tag
-from bundles.archive import Limits, pack
-from bundles.manifest import FileEntry, build_manifest, manifest_bytes, media_type_for
-from bundles.store import BundleStore
-from verification.verify import replay_groups, verify
+from batchsafe.core.canonical import canonical_bytes, sha256_tag
+from batchsafe.bundles.archive import Limits, pack
+from batchsafe.bundles.manifest import FileEntry, build_manifest, manifest_bytes, media_type_for
+from batchsafe.bundles.store import BundleStore
+from batchsafe.verification.verify import replay_groups, verify
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "compiler" / "test_compile" / "data"
@@ -375,7 +375,7 @@ def test_replay_with_an_engine_compares_bytes(base, tmp_path):
             self.tamper = tamper
 
         def __call__(self, binding):
-            from runtime.engine import GenResult
+            from batchsafe.runtime.engine import GenResult
             outer = self
 
             class E:
@@ -431,7 +431,7 @@ def _curly_parent(tmp_path: Path):
 
 
 def test_rescored_child_verifies_and_its_labels_changed_exactly_where_the_quotes_are(tmp_path):
-    from analysis.rescore import rescore_bundle
+    from batchsafe.analysis.rescore import rescore_bundle
 
     store, parent, curly = _curly_parent(tmp_path)
     assert verify(parent, store).ok  # rescoring uses the recorded refusal@2.1, not the plan's 2.2
@@ -471,8 +471,8 @@ def test_rescored_child_verifies_and_its_labels_changed_exactly_where_the_quotes
 def test_adjudication_child_verifies(base, tmp_path):
     import csv
 
-    from analysis.adjudication import export_candidates, import_labels
-    from verification.source import from_store
+    from batchsafe.analysis.adjudication import export_candidates, import_labels
+    from batchsafe.verification.source import from_store
 
     store, bid, _ = base
     out = tmp_path / "c.csv"

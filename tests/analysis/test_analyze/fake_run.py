@@ -15,9 +15,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from batchsafe.canonical import canonical_bytes
-from compiler.compile import compile_spec
-from compiler.plan import Plan, Prompt, Sample
+from batchsafe.core.canonical import canonical_bytes
+from batchsafe.compiler.compile import compile_spec
+from batchsafe.compiler.plan import Plan, Prompt, Sample
 
 ROOT = Path(__file__).resolve().parents[3]
 MINI_SPEC = ROOT / "tests" / "compiler" / "test_compile" / "mini.yaml"
@@ -88,9 +88,9 @@ def make_bundle(root: Path, *, edit=None, scorer_override=None, plots: bool = Fa
     ``edit(rows)`` may change the output records (a list of dicts, plan order) before the
     analysis; ``scorer_override`` is passed to the analysis (e.g. ``{"refusal": "refusal@2.1"}``).
     """
-    from analysis.analyze import analyze_run
-    from bundles.from_run import bundle_run
-    from bundles.store import BundleStore
+    from batchsafe.analysis.analyze import analyze_run
+    from batchsafe.bundles.from_run import bundle_run
+    from batchsafe.bundles.store import BundleStore
 
     plan = mini_plan()
     rd = write_run_dir(plan, Path(root) / "run")

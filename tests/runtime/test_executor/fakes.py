@@ -12,8 +12,8 @@ import hashlib
 import time
 from typing import Any
 
-from runtime.bindings import Binding
-from runtime.engine import Capabilities, Engine, EngineError, GenRequest, GenResult
+from batchsafe.runtime.bindings import Binding
+from batchsafe.runtime.engine import Capabilities, Engine, EngineError, GenRequest, GenResult
 
 
 def fake_text(binding: Binding, req: GenRequest, group: list[GenRequest]) -> str:

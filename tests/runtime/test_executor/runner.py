@@ -14,10 +14,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import fakes
 
-import runtime.executor
+import batchsafe.runtime.executor
 from batchsafe.cli import main
 
-runtime.executor.default_engine_factory = lambda plan: fakes.FakeFactory(  # type: ignore[assignment]
+batchsafe.runtime.executor.default_engine_factory = lambda plan: fakes.FakeFactory(  # type: ignore[assignment]
     sleep_s=float(os.environ.get("FAKE_SLEEP_S", "0")))
 
 if __name__ == "__main__":

@@ -32,8 +32,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from runtime import model_store as ms
-from runtime.engine import GenRequest
+from batchsafe.runtime import model_store as ms
+from batchsafe.runtime.engine import GenRequest
 
 
 def manifest_digest(gguf_sha256: str, size: int) -> str:
@@ -48,7 +48,7 @@ class OllamaShim:
     """Serve ``{tag: gguf path}`` on 127.0.0.1 (random port) until :meth:`stop`."""
 
     def __init__(self, models: dict[str, Path], *, version: str = "0.12.6") -> None:
-        from runtime.engines.llamacpp import LlamaCppEngine
+        from batchsafe.runtime.engines.llamacpp import LlamaCppEngine
 
         self.version = version
         self.models: dict[str, dict[str, Any]] = {}

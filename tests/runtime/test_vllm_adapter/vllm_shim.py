@@ -32,7 +32,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from runtime.engine import EngineError, GenRequest
+from batchsafe.runtime.engine import EngineError, GenRequest
 
 
 class VLLMShim:

@@ -9,12 +9,14 @@ falls back to line by line only to name the first bad line.
 
 from __future__ import annotations
 
+from batchsafe.core.errors import BatchsafeError
+
 from typing import Any
 
 import orjson
 
 
-class JsonLineError(ValueError):
+class JsonLineError(BatchsafeError, ValueError):
     """A JSON line that cannot be used; the message names ``where:line``."""
 
 

@@ -1,0 +1,30 @@
+"""batchsafe validate: check a spec: schema and references, every error at file:line:col."""
+
+from __future__ import annotations
+
+import argparse
+
+from batchsafe.cli._common import EXIT_OK, out
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Schema and reference checks of a spec, without reading data files."""
+    from batchsafe.compiler.checks import Checker
+    from batchsafe.compiler.compile import load_spec
+    from batchsafe.compiler.diagnostics import SpecError
+
+    spec, doc = load_spec(args.spec)
+    diags = Checker(spec, doc, allow_unpinned=args.allow_unpinned).run()
+    if diags:
+        raise SpecError(diags)
+    out().print(f"ok: {args.spec}: {len(spec.phases)} phases, {len(spec.tasks)} tasks, "
+                 f"{len(spec.models)} models, {len(spec.engines)} engines")
+    return EXIT_OK
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add this command's parser(s) to ``sub``."""
+    p = sub.add_parser("validate", help="check a spec (schema and references)")
+    p.add_argument("spec")
+    p.add_argument("--allow-unpinned", action="store_true", help="record unpinned images/revisions instead of refusing them")
+    p.set_defaults(func=cmd_validate)

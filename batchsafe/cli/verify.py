@@ -1,0 +1,43 @@
+"""batchsafe verify: recheck anyone's bundle stage by stage."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from batchsafe.cli._common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, err, out, store_args, store_of
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Recheck a bundle stage by stage; exit 1 when any stage fails."""
+    from batchsafe.verification.verify import verify
+
+    if args.replay < 0:
+        err().print("error: --replay takes a number of groups >= 0", markup=False)
+        return EXIT_USAGE
+    store = store_of(args) if not Path(args.bundle).exists() else None
+    report = verify(args.bundle, store, claimed_id=args.id, data_dir=args.data_dir, spec=args.spec,
+                    recompile=not args.no_recompile, replay=args.replay, replay_seed=args.replay_seed, engine=args.engine)
+    if args.json:
+        print(report.model_dump_json(indent=2))
+    else:
+        con = out()
+        for line in report.lines():
+            con.print(line, markup=False)
+    return EXIT_OK if report.ok else EXIT_FAIL
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add this command's parser(s) to ``sub``."""
+    p = sub.add_parser("verify", help="recheck a bundle: integrity, schemas, plan, coverage, rescoring, statistics, targets")
+    p.add_argument("bundle", help="archive (.tar/.tar.gz), bundle directory, or bundle id in the store")
+    p.add_argument("--json", action="store_true", help="machine-readable report")
+    p.add_argument("--id", help="the bundle id you expect (checked against the manifest's hash)")
+    p.add_argument("--data-dir", help="datasets for recompiling the plan (default: $BATCHSAFE_DATA)")
+    p.add_argument("--spec", help="recompile this spec (for specs whose data ships beside them)")
+    p.add_argument("--no-recompile", action="store_true", help="check the plan's internal consistency only")
+    p.add_argument("--replay", type=int, default=0, metavar="N", help="re-run N seeded groups and compare bytes")
+    p.add_argument("--replay-seed", type=int, default=0, help="seed choosing the replayed groups")
+    p.add_argument("--engine", help="replay only groups of this plan engine")
+    store_args(p)
+    p.set_defaults(func=cmd_verify)
