@@ -33,15 +33,16 @@ def _spec() -> dict[str, Any]:
 
 
 MODELS: dict[str, str] = {
-    "plan.schema.json": "compiler.plan:Plan",
-    "manifest.schema.json": "bundles.manifest:Manifest",
-    "scored_sample.schema.json": "analysis.records:ScoredSample",
-    "flip_row.schema.json": "analysis.records:FlipRow",
-    "rescore_row.schema.json": "analysis.rescore:RescoreRow",
-    "rescore_audit.schema.json": "analysis.rescore:RescoreAudit",
-    "adjudication_label.schema.json": "analysis.adjudication_models:LabelRecord",
-    "adjudication_summary.schema.json": "analysis.adjudication_models:AdjudicationSummary",
-    "verify_report.schema.json": "verification.report:VerifyReport",
+    "plan.schema.json": "batchsafe.compiler.plan:Plan",
+    "manifest.schema.json": "batchsafe.bundles.manifest:Manifest",
+    "scored_sample.schema.json": "batchsafe.analysis.records:ScoredSample",
+    "flip_row.schema.json": "batchsafe.analysis.records:FlipRow",
+    "rescore_row.schema.json": "batchsafe.analysis.rescore:RescoreRow",
+    "rescore_audit.schema.json": "batchsafe.analysis.rescore:RescoreAudit",
+    "adjudication_label.schema.json": "batchsafe.analysis.adjudication_models:LabelRecord",
+    "adjudication_summary.schema.json": "batchsafe.analysis.adjudication_models:AdjudicationSummary",
+    "verify_report.schema.json": "batchsafe.verification.report:VerifyReport",
+    "launch_record.schema.json": "batchsafe.runtime.launch.record:LaunchRecord",
 }
 """Schema file -> the pydantic model (module:Class) it is generated from."""
 

@@ -194,7 +194,7 @@ class Checker:
                        f"engine kind {engine.kind} does not implement dispatch {phase.dispatch!r}",
                        "supported: " + ", ".join(ENGINE_MODES[engine.kind]))
         if isinstance(engine, VLLMEngine):
-            self.pin(base + ("engine",), f"engines.{phase.engine}.image {engine.image}", "@sha256:" in engine.image)
+            self.check_vllm_stack(base + ("engine",), phase.engine, engine)
             if phase.axes.quants:
                 self.error(base + ("axes", "quants"), "invalid-value", "vLLM phases serve the HF checkpoint; quants need ollama or llamacpp")
         for j, model_name in enumerate(phase.models):
@@ -208,6 +208,26 @@ class Checker:
                 self.error(path + (j,), "duplicate-id", f"{what} {item!r} is listed twice", f"first listed at index {seen[item]}")
             seen.setdefault(item, j)
 
+    def check_vllm_stack(self, path: tuple[Any, ...], name: str, engine: VLLMEngine) -> None:
+        """What pins a vLLM stack: the image digest (external, container) or the vLLM
+        version (process: no image, so the version the server reports is the pin)."""
+        kind = engine.launch.kind if engine.launch else "external"
+        if kind == "process":
+            if engine.version is None:
+                self.error(("engines", name), "missing-key", f"engine {name!r} launches a process: it needs version "
+                           "(the vLLM version the server must report)", "e.g. version: \"0.32.0\"")
+            if engine.launch is not None and not engine.launch.python:
+                self.error(("engines", name, "launch"), "missing-key", f"engine {name!r} launches a process: it needs "
+                           "launch.python (the interpreter of the venv vLLM is installed in)")
+            if engine.launch is not None and not engine.launch.model_dir:
+                self.error(("engines", name, "launch"), "missing-key", f"engine {name!r} launches a process: it needs "
+                           "launch.model_dir (the HF model directory to serve)")
+            return
+        if engine.image is None:
+            self.error(("engines", name), "missing-key", f"engine {name!r} ({kind} launch) needs image (repo@sha256:...)")
+            return
+        self.pin(path, f"engines.{name}.image {engine.image}", "@sha256:" in engine.image)
+
     def check_binding(self, path: tuple[Any, ...], name: str, phase: Phase, engine: Any) -> None:
         """The model must have the reference this engine needs, pinned."""
         model = self.spec.models[name]
@@ -215,7 +235,9 @@ class Checker:
             if model.hf is None and not (isinstance(engine, TransformersEngine) and model.gguf):
                 self.error(path, "missing-key", f"model {name!r} has no hf reference, needed by engine kind {engine.kind}")
             elif model.hf is not None:
-                self.pin(path, f"models.{name}.hf {model.hf.repo} revision", model.hf.revision is not None)
+                self.pin(path, f"models.{name}.hf {model.hf.repo} revision", model.hf.revision is not None
+                         or (model.hf.weights_sha256 is not None and isinstance(engine, VLLMEngine)
+                             and engine.launch is not None and engine.launch.kind == "process"))
         elif isinstance(engine, OllamaEngine):
             if model.ollama is None:
                 self.error(path, "missing-key", f"model {name!r} has no ollama reference, needed by engine kind ollama")

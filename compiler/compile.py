@@ -29,7 +29,9 @@ from .spec import Spec, Task, spec_json_schema
 from .yamlspec import LocatedDoc, diag_at, resolve_spec, validate_schema
 
 DATA_ENV = "BATCHSAFE_DATA"
-_LOCATOR_KEYS = {"endpoint", "sources"}
+# Keys that say where something is, not what runs (engines.*.launch's python/model_dir/
+# port/ready_timeout_s included); removed before hashing.
+_LOCATOR_KEYS = {"endpoint", "sources", "python", "model_dir", "port", "ready_timeout_s"}
 
 
 def load_spec(path: str | os.PathLike[str]) -> tuple[Spec, LocatedDoc]:
@@ -192,6 +194,15 @@ def _select_all(spec: Spec, doc: LocatedDoc, records: dict[str, list[Record]],
     return out
 
 
+def _launch_locators(spec: Spec, engines: list[str]) -> dict[str, dict[str, Any]]:
+    out = {}
+    for n in engines:
+        launch = getattr(spec.engines[n], "launch", None)
+        if launch is not None:
+            out[n] = launch.model_dump(mode="json", exclude={"kind"})
+    return out
+
+
 def _resolve_models(spec: Spec, used: set[str]) -> tuple[list[ResolvedModel], dict[str, list[dict[str, Any]]]]:
     models, sources = [], {}
     for name in sorted(used):
@@ -199,6 +210,7 @@ def _resolve_models(spec: Spec, used: set[str]) -> tuple[list[ResolvedModel], di
         models.append(ResolvedModel(
             name=name, family=m.family,
             hf_repo=m.hf.repo if m.hf else None, hf_revision=m.hf.revision if m.hf else None,
+            hf_weights_sha256=m.hf.weights_sha256 if m.hf else None,
             gguf_sha256=m.gguf.sha256 if m.gguf else None, gguf_name=m.gguf.name if m.gguf else "",
             gguf_quant=m.gguf.quant if m.gguf else None, variants=dict(m.gguf.variants) if m.gguf else {},
             ollama_tags=dict(m.ollama.tags) if m.ollama else {}, ollama_digests=dict(m.ollama.digests) if m.ollama else {}))
@@ -290,7 +302,7 @@ def compile_spec(path: str | os.PathLike[str], data_dir: str | os.PathLike[str] 
         targets=[t.model_dump(exclude_none=True) for t in spec.targets],
         unpinned=sorted(checker.unpinned),
         resolved_at_run=sorted(set(checker.resolved_at_run)),
-        locators=Locators(model_sources=sources,
+        locators=Locators(model_sources=sources, launch=_launch_locators(spec, used_engines),
                           endpoints={n: getattr(spec.engines[n], "endpoint") for n in used_engines
                                      if hasattr(spec.engines[n], "endpoint")}),
     )

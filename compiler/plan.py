@@ -203,6 +203,8 @@ class ResolvedModel(Frozen):
     family: str
     hf_repo: str | None = None
     hf_revision: str | None = None
+    hf_weights_sha256: str | None = Field(None, exclude_if=lambda v: v is None)
+    """Digest of the served weights directory (see the spec's ``hf.weights_sha256``)."""
     gguf_sha256: str | None = None
     gguf_name: str = ""
     gguf_quant: str | None = None
@@ -228,6 +230,8 @@ class Locators(Frozen):
     """Model name -> GGUF sources, tried in order."""
     endpoints: dict[str, str] = Field(default_factory=dict)
     """Engine name -> server base URL."""
+    launch: dict[str, dict[str, Any]] = Field(default_factory=dict, exclude_if=lambda v: not v)
+    """Engine name -> where its launched server's parts are (python, model_dir, port, ready_timeout_s)."""
 
 
 class Plan(Frozen):

@@ -19,7 +19,7 @@ from pydantic import Field
 from .spec_base import (DATASET_FORMATS, GIT_REV_PATTERN, IMAGE_PATTERN, METRIC_PATTERN, NAME_PATTERN,  # noqa: F401
                         SCORER_PATTERN, SHA256_PATTERN, SPEC_SCHEMA_VERSION, DatasetFormat, Name, Quant, Scalar,
                         Sha256, Strict)
-from .spec_refs import (EngineSpec, GGUFRef, HFRef, HubFile, LlamaCppEngine, LocalFile, Model,  # noqa: F401
+from .spec_refs import (EngineSpec, GGUFRef, HFRef, HubFile, Launch, LlamaCppEngine, LocalFile, Model,  # noqa: F401
                         ModelSource, OllamaEngine, OllamaRef, PyPIChunks, PyPIFile, TransformersEngine, VLLMEngine)
 
 

@@ -57,6 +57,11 @@ class HFRef(Strict):
     """owner/name on the hub."""
     revision: str | None = None
     """40-hex commit id; unpinned revisions are refused unless compiling with --allow-unpinned."""
+    weights_sha256: Sha256 | None = None
+    """Digest of the weights as served: sha256 of the canonical JSON {relative path: sha256}
+    of the model directory a launched server loads (``batchsafe.runtime.launch.weights``).
+    Pins a local HF directory (e.g. one converted from a pinned GGUF) where no hub
+    revision exists; the launcher refuses a directory whose digest differs."""
 
 
 class GGUFRef(Strict):
@@ -98,12 +103,40 @@ class Model(Strict):
     """Reference used by Ollama."""
 
 
+class Launch(Strict):
+    """How the runtime obtains the server: attach to one (external), start a local
+    command line (process) or a container (container). Only ``kind`` is identity; the
+    rest says where things are on this machine (locators, left out of the plan hash)."""
+
+    kind: Literal["external", "process", "container"] = "external"
+    """external: a server someone else started, at ``endpoint``; process: the runtime starts
+    ``python -m vllm.entrypoints.openai.api_server`` with the plan's flags and env, checks it
+    and stops it; container: the plan's image by digest."""
+    python: str | None = None
+    """Interpreter of the engine's own venv (process launch; ``{cache}`` expands to the
+    batchsafe cache root, ``~`` to home). A locator."""
+    model_dir: str | None = None
+    """Local HF model directory the server loads (``{cache}`` and ``~`` expand). A locator."""
+    port: int | None = Field(None, ge=1, le=65535)
+    """Loopback port; default: a free one. A locator."""
+    ready_timeout_s: float = Field(600.0, gt=0)
+    """Longest wait for the server to answer /health after start. A locator."""
+
+
 class VLLMEngine(Strict):
-    """A vLLM OpenAI-compatible server running a digest-pinned container image."""
+    """A vLLM OpenAI-compatible server: a digest-pinned container image, or a pinned vLLM
+    version started as a local process."""
 
     kind: Literal["vllm"]
-    image: Annotated[str, Field(pattern=IMAGE_PATTERN, description="A container image, pinned as repo@sha256:<digest>.")]
-    """Container image; must carry @sha256:<digest> unless compiling with --allow-unpinned."""
+    image: Annotated[str | None, Field(pattern=IMAGE_PATTERN, exclude_if=lambda v: v is None,
+                                       description="A container image, pinned as repo@sha256:<digest>.")] = None
+    """Container image; must carry @sha256:<digest> unless compiling with --allow-unpinned
+    (required unless ``launch.kind`` is process)."""
+    version: str | None = Field(None, exclude_if=lambda v: v is None)
+    """vLLM version the server must report on /version (required for process launch: with no
+    image digest it is what pins the engine)."""
+    launch: Launch | None = Field(None, exclude_if=lambda v: v is None)
+    """How the server is obtained; absent means external (an already-running endpoint)."""
     flags: list[str] = Field(default_factory=list)
     """Server arguments after --model, e.g. [--max-model-len, '2048', --dtype, float16]."""
     env: dict[str, str] = Field(default_factory=dict)

@@ -132,3 +132,11 @@ def test_built_wheel_installs_only_the_batchsafe_namespace(tmp_path: Path) -> No
     for stage in STAGES:
         assert f"batchsafe/{stage}/__init__.py" in names
     assert "batchsafe/core/canonical.py" in names and "batchsafe/runtime/launch/provision.py" in names
+
+
+def test_string_module_references_resolve_outside_the_checkout(tmp_path: Path) -> None:
+    # Module paths written as strings (schema generators, lazy imports) escape the AST walk
+    # above; run them from a directory where the checkout's folders are not on sys.path.
+    r = subprocess.run([sys.executable, "-m", "batchsafe.schemas", "--check", str(ROOT / "schema")],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr

@@ -1,0 +1,1 @@
+"""Serving stacks launched from the plan: provisioning, launch, readiness, identity checks, teardown."""
