@@ -206,6 +206,9 @@ def preflight(plan: Plan, groups: list[Group] | None = None) -> list[str]:
             if key in seen:
                 continue
             seen.add(key)
+            if (eng.config.get("launch") or {}).get("kind") == "process":
+                problems.extend(p for p in _launch_problems(plan, eng.name, groups) if p not in problems)
+                continue
             why = None
             if eng.kind in SERVER_PROBES:
                 why = probe_server(eng.kind, plan.locators.endpoints.get(eng.name))
@@ -252,6 +255,22 @@ def preflight(plan: Plan, groups: list[Group] | None = None) -> list[str]:
     return problems
 
 
+def _launch_problems(plan: Plan, engine: str, groups: list[Group]) -> list[str]:
+    """What would stop the servers ``engine`` launches for ``groups`` (nothing is started)."""
+    from batchsafe.runtime.launch.process import LaunchError
+    from batchsafe.runtime.launch.vllm_process import prepare
+
+    models = {m.name: m for m in plan.models}
+    first = next((g for g in groups if g.engine == engine), None)
+    model = models.get(first.model) if first else None
+    if model is None or not model.hf_repo:
+        return [f"engine {engine!r} launches vLLM, which needs a model with an hf reference"]
+    try:
+        return prepare(plan, engine, model, None).problems()
+    except LaunchError as exc:
+        return [str(exc)]
+
+
 def _unavailable(kind: str, why: str | None) -> str:
     msg = f"engine kind {kind} is not available in this build: needs {MISSING.get(kind, 'an adapter for it')}"
     # An unreachable server is the first thing to fix, so it leads the message.
@@ -270,6 +289,8 @@ class DefaultEngineFactory:
         """``cache_dir``: model cache root (default: $BATCHSAFE_CACHE or ~/.cache/batchsafe)."""
         self.plan = plan
         self.cache_dir = cache_dir
+        self.run_dir: Path | None = None
+        """Set by run_plan: where launched servers write their logs and launch records."""
 
     def preflight(self, groups: list[Group] | None = None) -> list[str]:
         """See :func:`preflight`."""
@@ -280,7 +301,8 @@ class DefaultEngineFactory:
         if binding.kind == "llamacpp":
             return self._llamacpp(binding)
         if binding.kind in registered_engines() and hasattr(engine_class(binding.kind), "from_plan"):
-            return engine_class(binding.kind).from_plan(self.plan, binding)  # type: ignore[attr-defined]
+            kwargs = {"run_dir": self.run_dir} if binding.kind == "vllm" else {}
+            return engine_class(binding.kind).from_plan(self.plan, binding, **kwargs)  # type: ignore[attr-defined]
         why = None
         if binding.kind in SERVER_PROBES:
             why = probe_server(binding.kind, self.plan.locators.endpoints.get(binding.engine))

@@ -22,8 +22,6 @@ Layout of a run directory::
 
 from __future__ import annotations
 
-from batchsafe.core.errors import EXIT_FAIL, EXIT_INTERRUPTED, EXIT_USAGE, BatchsafeError
-
 import json
 import os
 import signal
@@ -37,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from batchsafe.compiler.plan import Group, Plan
+from batchsafe.core.errors import EXIT_FAIL, EXIT_INTERRUPTED, EXIT_USAGE, BatchsafeError
 from batchsafe.runtime import journal as jr
 from batchsafe.runtime.bindings import (Binding, binding_for, build_requests, check_results, default_engine_factory,
                               group_records, warmup_requests)
@@ -256,6 +255,8 @@ def run_plan(plan: Plan, run_dir: Path, *, resume: bool = False,
     run_dir = Path(run_dir)
     policy = retry or RetryPolicy()
     factory = engine_factory or default_engine_factory(plan)
+    if hasattr(factory, "run_dir"):  # launched servers keep their logs and records in the run
+        factory.run_dir = run_dir
     ordered = sorted(plan.groups, key=lambda g: g.index)
     fresh = not (run_dir.exists() and any(run_dir.iterdir()))
     if fresh:  # fail early and leave nothing behind: the user fixes the cause and runs the same command
@@ -351,7 +352,8 @@ class _Session:
                     _append_jsonl(self.run_dir / "volatile" / "timings.jsonl", {
                         "group": group.id, "index": group.index, "wall_s": round(wall, 6), "started": started,
                         "ended": _now(), "attempts": attempts, "members": len(results),
-                        "completion_tokens": tokens, "tokens_per_s": round(tokens / wall, 3) if wall > 0 else None})
+                        "completion_tokens": tokens, "tokens_per_s": round(tokens / wall, 3) if wall > 0 else None,
+                        **_batching_evidence(results)})
                     prog.update(task, completed=s.samples_done)
         except KeyboardInterrupt:
             raise RunInterrupted(s, abandoned=True) from None
@@ -419,6 +421,17 @@ class _Session:
                        "warmups": len(warm), "warmup_s": round(time.perf_counter() - t1, 6), "describe": desc})
         self.log(f"engine {binding.label()} loaded in {load_s:.2f} s; {len(warm)} warmup requests")
         return engine
+
+
+#: Per-group facts an engine measured on the server side (vLLM /metrics), kept in timings.jsonl.
+BATCHING_KEYS = ("server_running_max", "server_waiting_max", "metrics_samples")
+
+
+def _batching_evidence(results: list[GenResult]) -> dict[str, Any]:
+    """What the server reported while the group ran (absent when the engine measures nothing)."""
+    vol = results[0].volatile if results else {}
+    got = {k: vol[k] for k in BATCHING_KEYS if k in vol}
+    return {"batching": got} if got else {}
 
 
 def _where(group: Group) -> str:

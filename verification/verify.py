@@ -23,6 +23,7 @@ from batchsafe.compiler.plan import Plan
 
 from . import checks, recheck
 from .derived import check_derived
+from .stack import check_stack
 from .report import Stage, VerifyReport
 from .source import BundleSource, SourceError, open_bundle
 
@@ -182,6 +183,8 @@ def _run_stages(src: BundleSource, *, data_dir: str | Path | None, spec: str | P
     rep.stages.append(checks.check_schemas(ctx))
     rep.stages.append(check_plan(ctx, data_dir=data_dir, spec=spec, recompile=recompile))
     rep.stages.append(checks.check_coverage(ctx))
+    if (stack := check_stack(ctx)) is not None:
+        rep.stages.append(stack)
     rep.stages.append(recheck.check_rescoring(ctx))
     rep.stages.append(recheck.check_statistics(ctx))
     rep.stages.append(recheck.check_targets(ctx))

@@ -37,11 +37,21 @@ Dispatch modes:
   mapped back by ``index``; ``return_token_ids`` (vLLM >= 0.10.2) gives each sequence's
   completion token count.
 
-Kernel-flag variants (e.g. ``VLLM_BATCH_INVARIANT=1``) change how the server was
-started, which vLLM does not report. A variant whose env/flags differ from the engine's
-base settings therefore needs its own server, named by the environment variable
-``BATCHSAFE_VLLM_ENDPOINT_<VARIANT>`` (variant id upper-cased, non-alphanumerics as
-``_``); without it :meth:`VLLMEngine.from_plan` refuses with a permanent error.
+Launch: with ``launch.kind: process`` in the plan, :meth:`VLLMEngine.from_plan` starts the
+server itself (:mod:`batchsafe.runtime.launch.vllm_process`): one server per binding, so a
+kernel-flag variant (e.g. ``VLLM_BATCH_INVARIANT=1``) gets its own server started with its
+env/flags, one at a time in plan order; :meth:`close` stops it. A server found dead after a
+transient failure is restarted (at most ``MAX_RESTARTS`` times) and the group retried.
+
+External servers (no launch, or ``launch.kind: external``): kernel-flag variants change how
+the server was started, which vLLM does not report, so a variant whose env/flags differ
+from the engine's base settings needs its own server, named by the environment variable
+``BATCHSAFE_VLLM_ENDPOINT_<VARIANT>`` (variant id upper-cased, non-alphanumerics as ``_``);
+without it :meth:`VLLMEngine.from_plan` refuses with a permanent error.
+
+Batching evidence: while a group runs, :class:`~batchsafe.runtime.engines.vllm_metrics.RunningSampler`
+polls ``/metrics`` and each result's volatile carries ``server_running_max`` (the most
+requests vLLM reported running at once), so "synchronized" is shown, not assumed.
 """
 
 from __future__ import annotations
@@ -54,11 +64,14 @@ from typing import Any
 
 from batchsafe.runtime.engine import Capabilities, Engine, EngineError, GenRequest, GenResult, register
 from batchsafe.runtime.engines.http import HttpStatusError, ServerClient, fan_out, group_timing, sequential
+from batchsafe.runtime.engines.vllm_metrics import RunningSampler
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:8000"
 NEUTRAL_PENALTIES = {"repetition_penalty": 1.0, "presence_penalty": 0.0, "frequency_penalty": 0.0}
 """Sent with every request so the model's generation_config cannot add a penalty."""
 VARIANT_ENV_PREFIX = "BATCHSAFE_VLLM_ENDPOINT_"
+MAX_RESTARTS = 2
+"""Restarts of a launched server that died, per engine instance, before the run stops (resumable)."""
 
 
 def variant_env_name(kernel_id: str) -> str:
@@ -78,12 +91,9 @@ def start_command(image: str | None, repo: str, revision: str | None, flags: lis
 
 
 def _flag_value(flags: list[str], name: str) -> str | None:
-    for i, f in enumerate(flags):
-        if f == name and i + 1 < len(flags):
-            return str(flags[i + 1])
-        if str(f).startswith(name + "="):
-            return str(f).split("=", 1)[1]
-    return None
+    from batchsafe.runtime.launch.vllm_process import flag_value
+
+    return flag_value([str(f) for f in flags], name)
 
 
 def _finish(value: Any, where: str) -> str:
@@ -111,14 +121,15 @@ class VLLMEngine(Engine):
 
     def __init__(self, endpoint: str, hf_repo: str, *, hf_revision: str | None = None, seed: int = 0,
                  config: dict[str, Any] | None = None, kernel: dict[str, Any] | None = None,
-                 timeout_s: float = 600.0, extra_body: dict[str, Any] | None = None) -> None:
+                 timeout_s: float = 600.0, extra_body: dict[str, Any] | None = None, launched: Any = None) -> None:
         """Connect to the server at ``endpoint`` and check it serves ``hf_repo``.
 
         config: the plan's engine config (image, flags, env), checked where visible and
         recorded. kernel: the kernel variant (id, env, flags) this server stands for.
         extra_body: fields added to every generation request; meant for OpenAI-compatible
         servers other than vLLM (tests use llama_cpp.server, whose own default
-        ``repeat_penalty`` is 1.1), never set from a plan.
+        ``repeat_penalty`` is 1.1), never set from a plan. launched: the
+        :class:`~batchsafe.runtime.launch.vllm_process.LaunchedServer` this engine owns.
         """
         self.hf_repo, self.hf_revision, self.seed = hf_repo, hf_revision, seed
         self.config = dict(config or {})
@@ -126,10 +137,16 @@ class VLLMEngine(Engine):
         self.flags = [str(f) for f in [*(self.config.get("flags") or []), *((kernel or {}).get("flags") or [])]]
         self.env = {**(self.config.get("env") or {}), **((kernel or {}).get("env") or {})}
         self.extra_body = dict(extra_body or {})
-        hint = ("this adapter talks to a running server and does not start containers; start one, e.g. "
-                + start_command(self.config.get("image"), hf_repo, hf_revision, self.flags, self.env, endpoint))
-        self.client = ServerClient(endpoint, "vLLM", timeout_s=timeout_s, hint=hint)
+        self.launched, self.restarts, self.timeout_s = launched, 0, timeout_s
         self._tok_cache: dict[tuple[tuple[str, str], ...], list[int]] = {}
+        self._connect(endpoint)
+
+    def _connect(self, endpoint: str) -> None:
+        """Point the client at ``endpoint`` and check the server there is the plan's."""
+        hint = ("this adapter talks to a running server and does not start containers; start one, e.g. "
+                + start_command(self.config.get("image"), self.hf_repo, self.hf_revision, self.flags, self.env,
+                                endpoint))
+        self.client = ServerClient(endpoint, "vLLM", timeout_s=self.timeout_s, hint=hint)
         self.served_model, self.card, self.revision_verified = self._find_model(self.client.get("/v1/models"))
         self.server_version = self._server_version()
         want_len = _flag_value(self.flags, "--max-model-len")
@@ -138,11 +155,19 @@ class VLLMEngine(Engine):
             raise EngineError(f"vLLM server at {endpoint} serves {self.served_model!r} with max_model_len {got_len}, "
                               f"the plan's flags say --max-model-len {want_len}")
         self.max_model_len_verified = None if want_len is None or got_len is None else True
+        want_version = self.config.get("version")
+        if want_version is not None and self.server_version != str(want_version):
+            raise EngineError(f"vLLM server at {endpoint} reports version {self.server_version!r} on /version, "
+                              f"the plan pins vLLM {want_version}")
+        if self.launched is not None:
+            self.launched.observed(server_version=self.server_version, served_model=self.served_model,
+                                   max_model_len=got_len)
 
     @classmethod
-    def from_plan(cls, plan: Any, binding: Any, **kwargs: Any) -> VLLMEngine:
-        """The engine of ``binding``: endpoint from the plan's locators (or the kernel
-        variant's ``BATCHSAFE_VLLM_ENDPOINT_<VARIANT>``), model from the plan's models."""
+    def from_plan(cls, plan: Any, binding: Any, *, run_dir: Any = None, **kwargs: Any) -> VLLMEngine:
+        """The engine of ``binding``: a server launched for it (``launch.kind: process``;
+        log and record under ``run_dir``), else the endpoint from the plan's locators (or
+        the kernel variant's ``BATCHSAFE_VLLM_ENDPOINT_<VARIANT>``); model from the plan."""
         eng = next((e for e in plan.engines if e.name == binding.engine), None)
         if eng is None:
             raise EngineError(f"the plan defines no engine {binding.engine!r}")
@@ -153,6 +178,7 @@ class VLLMEngine(Engine):
         cfg = dict(eng.config)
         endpoint = plan.locators.endpoints.get(binding.engine) or DEFAULT_ENDPOINT
         kernel = None
+        launch_kind = (cfg.get("launch") or {}).get("kind", "external")
         if binding.kernel:
             var = next((v for p in plan.phases if p.engine == binding.engine for v in p.kernel_variants
                         if v.get("id") == binding.kernel), None)
@@ -163,7 +189,7 @@ class VLLMEngine(Engine):
             differs = {k: str(v) for k, v in (var.get("env") or {}).items() if str(base_env.get(k)) != str(v)}
             kernel = {"id": binding.kernel, "env": dict(var.get("env") or {}), "flags": list(var.get("flags") or []),
                       "differs_from_base": {**differs, **({"flags": var["flags"]} if var.get("flags") else {})}}
-            if kernel["differs_from_base"]:
+            if kernel["differs_from_base"] and launch_kind == "external":
                 name = variant_env_name(binding.kernel)
                 if not os.environ.get(name):
                     want = " ".join([f"{k}={v}" for k, v in differs.items()] + [str(f) for f in kernel["flags"]])
@@ -178,8 +204,23 @@ class VLLMEngine(Engine):
                 kernel["same_endpoint_as_base"] = os.environ[name].rstrip("/") == endpoint.rstrip("/")
                 endpoint = os.environ[name]
                 kernel["endpoint_from"] = name
-        return cls(endpoint, model.hf_repo, hf_revision=model.hf_revision, seed=plan.seed, config=cfg,
-                   kernel=kernel, **kwargs)
+        if launch_kind == "external":
+            return cls(endpoint, model.hf_repo, hf_revision=model.hf_revision, seed=plan.seed, config=cfg,
+                       kernel=kernel, **kwargs)
+        if launch_kind != "process":
+            raise EngineError(f"engine {binding.engine!r}: launch kind {launch_kind!r} is not implemented in this build")
+        from batchsafe.runtime.launch import vllm_process
+
+        if run_dir is None:
+            raise EngineError(f"engine {binding.engine!r} launches its server, which needs the run directory "
+                              "(for its log and launch record)")
+        launched = vllm_process.start(plan, binding.engine, model, kernel, run_dir)
+        try:
+            return cls(launched.endpoint, model.hf_repo, hf_revision=model.hf_revision, seed=plan.seed, config=cfg,
+                       kernel=kernel, launched=launched, **kwargs)
+        except BaseException:
+            launched.finish("failed")
+            raise
 
     # --- identity checks -----------------------------------------------------
 
@@ -223,6 +264,10 @@ class VLLMEngine(Engine):
             "not_verifiable_over_http": ["image digest", "flags other than --max-model-len", "server environment",
                                          "revision (unless the served root is an HF snapshot path)"],
             "kernel_variant": self.kernel,
+            "launch": None if self.launched is None else {
+                "record": self.launched.record.file_name(), "argv": self.launched.record.argv,
+                "env": self.launched.record.env, "weights_digest": self.launched.record.weights_digest,
+                "dtype": self.launched.record.dtype, "restarts": self.restarts},
             "sampling": {"temperature": 0.0, "seed": self.seed, **NEUTRAL_PENALTIES, **self.extra_body},
             "completion_tokens": "as the server counts them (vLLM includes an end-of-sequence token)",
         }
@@ -302,14 +347,48 @@ class VLLMEngine(Engine):
         return out
 
     def run_group(self, requests: list[GenRequest], mode: str) -> list[GenResult]:
-        """Run one group in ``mode`` (see the module docstring); results in request order."""
+        """Run one group in ``mode`` (see the module docstring); results in request order.
+
+        A transient failure of a launched server that has died restarts the server and is
+        re-raised as transient, so the executor retries the whole group on the new one.
+        """
         if mode not in self.capabilities.modes:
             raise EngineError(f"vllm engine does not implement dispatch mode {mode!r}")
         reqs = list(requests)
         if not reqs:
             return []
-        if mode == "prompt_list":
-            return self._prompt_list(reqs)
+        try:
+            with RunningSampler(self.client.base_url, self.served_model) as sampler:
+                out = self._prompt_list(reqs) if mode == "prompt_list" else self._chat_group(reqs, mode)
+        except EngineError as exc:
+            if self.launched is None or not exc.transient or not self.launched.died():
+                raise
+            self._restart(exc)
+            raise EngineError(f"{exc} (the server had died; restarted as launch "
+                              f"{self.launched.record.seq}, the group is retried)", transient=True) from exc
+        for r in out:
+            r.volatile.update(sampler.evidence())
+        return out
+
+    def _restart(self, cause: Exception) -> None:
+        old = self.launched
+        code = old.server.proc.poll() if old.server.proc else None
+        old.finish("died")
+        if self.restarts >= MAX_RESTARTS:
+            raise EngineError(f"the vLLM server died {self.restarts + 1} times (last exit code {code}; log "
+                              f"{old.record.log}); stopping: resume the run once the cause is fixed") from cause
+        from batchsafe.runtime.launch.vllm_process import LaunchedServer
+
+        self.restarts += 1
+        self.launched = LaunchedServer(old.req, old.run_dir)
+        self._tok_cache.clear()
+        try:
+            self._connect(self.launched.endpoint)
+        except BaseException:
+            self.launched.finish("failed")
+            raise
+
+    def _chat_group(self, reqs: list[GenRequest], mode: str) -> list[GenResult]:
         calls = [self.client.prepare("POST", "/v1/chat/completions",
                                      {"model": self.served_model, "messages": self._messages(r), **self._sampling(r)})
                  for r in reqs]
@@ -318,5 +397,7 @@ class VLLMEngine(Engine):
         return [self._chat_result(r, body, {**timing, **shared}) for r, (body, timing) in zip(reqs, answers)]
 
     def close(self) -> None:
-        """Nothing to release: every request used its own connection."""
+        """Stop the launched server, if any (every request used its own connection)."""
         self._tok_cache.clear()
+        if self.launched is not None:
+            self.launched.finish("closed")
