@@ -1,10 +1,15 @@
-"""Shared HTTP plumbing of the server adapters (vLLM, Ollama): stdlib only.
+"""Shared HTTP plumbing of the server adapters (vLLM, Ollama), on :mod:`httpx`.
 
-One JSON call per connection (``Connection: close``) through :mod:`http.client`, so
-a group's K requests travel on K independent connections, and the adapter decides
-exactly when each one is sent. Proxy variables are ignored: the servers of a study
-are on loopback or the local network, and a proxy in between would add its own
-queueing to the timings.
+Every call owns one ``httpx.Client`` with a single connection, so a group's K requests
+travel on K independent connections and the adapter decides exactly when each one is
+sent. Proxy variables are ignored (``trust_env=False``): the servers of a study are on
+loopback or the local network, and a proxy in between would add its own queueing to
+the timings. Redirects are not followed.
+
+A call can be *warmed* before it is sent: a cheap GET of the server's readiness path
+(``warm_path``, e.g. vLLM's ``/health``) opens the connection, which keep-alive then
+holds for the real request, so a synchronized send costs no TCP handshake. httpx has
+no public "connect only"; a GET the server answers anyway is the honest substitute.
 
 Errors become :class:`EngineError` with one rule (the executor retries transient ones):
 
@@ -19,12 +24,13 @@ after every connection is open (``synchronized``) or each as soon as its thread 
 
 from __future__ import annotations
 
-import http.client
 import json
 import threading
 import time
 import urllib.parse
 from typing import Any
+
+import httpx
 
 from batchsafe.runtime.engine import EngineError
 
@@ -61,18 +67,16 @@ class ServerClient:
     """JSON over HTTP to one server base URL (e.g. ``http://127.0.0.1:8000``)."""
 
     def __init__(self, base_url: str, label: str, *, timeout_s: float = 600.0,
-                 connect_timeout_s: float = 10.0, hint: str = "") -> None:
+                 connect_timeout_s: float = 10.0, hint: str = "", warm_path: str | None = None) -> None:
         """``label`` names the server in errors ("vLLM"); ``hint`` is appended to
         "not reachable" errors (how to start the server). ``timeout_s`` bounds one
-        generation call; metadata calls use ``connect_timeout_s``."""
+        generation call; metadata calls use ``connect_timeout_s``. ``warm_path`` is a
+        cheap GET that opens a call's connection ahead of its send (None: connect on send)."""
         parts = urllib.parse.urlsplit(base_url.rstrip("/"))
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise EngineError(f"{label} endpoint {base_url!r} is not an http(s) URL")
         self.base_url, self.label, self.hint = base_url.rstrip("/"), label, hint
-        self.scheme, self.host = parts.scheme, parts.hostname
-        self.port = parts.port or (443 if parts.scheme == "https" else 80)
-        self.prefix = parts.path
-        self.timeout_s, self.connect_timeout_s = timeout_s, connect_timeout_s
+        self.timeout_s, self.connect_timeout_s, self.warm_path = timeout_s, connect_timeout_s, warm_path
 
     def call(self, method: str, path: str, body: Any = None, *, timeout_s: float | None = None) -> Any:
         """One request; the decoded JSON answer (EngineError on any failure)."""
@@ -103,56 +107,64 @@ class Call:
     def __init__(self, client: ServerClient, method: str, path: str, body: Any, timeout_s: float) -> None:
         self.client, self.method, self.path, self.timeout_s = client, method, path, timeout_s
         self.data = None if body is None else json.dumps(body).encode()
-        self.conn: http.client.HTTPConnection | None = None
+        self.http: httpx.Client | None = None
         self.timing: dict[str, float] = {}
 
     def where(self) -> str:
         """``POST /v1/completions`` (for messages)."""
         return f"{self.method} {self.path}"
 
+    def _open(self) -> httpx.Client:
+        if self.http is None:
+            c = self.client
+            self.http = httpx.Client(
+                base_url=c.base_url, trust_env=False, follow_redirects=False,
+                timeout=httpx.Timeout(self.timeout_s, connect=c.connect_timeout_s),
+                # one connection per call: K calls of a group are K connections
+                limits=httpx.Limits(max_connections=1, max_keepalive_connections=1))
+        return self.http
+
     def connect(self) -> None:
-        """Open the TCP (and TLS) connection now, so sending later costs no handshake."""
+        """Open the connection now (a GET of ``warm_path``), so sending later costs no handshake."""
         c = self.client
-        cls = http.client.HTTPSConnection if c.scheme == "https" else http.client.HTTPConnection
-        self.conn = cls(c.host, c.port, timeout=c.connect_timeout_s)
+        http = self._open()
+        if c.warm_path is None:
+            return
         try:
-            self.conn.connect()
-        except TimeoutError:
+            http.get(c.warm_path, timeout=c.connect_timeout_s)
+        except httpx.TimeoutException:
             self.close()
-            raise c.unreachable(f"no connection within {c.connect_timeout_s:g} s") from None
-        except OSError as exc:
+            raise c.unreachable(f"no answer to GET {c.warm_path} within {c.connect_timeout_s:g} s") from None
+        except httpx.TransportError as exc:
             self.close()
-            raise c.unreachable((exc.strerror or str(exc)).lower()) from None
-        self.conn.sock.settimeout(self.timeout_s)  # type: ignore[union-attr]
+            raise c.unreachable(_why(exc)) from None
 
     def exchange(self) -> tuple[Any, dict[str, float]]:
         """Send, wait for the whole answer, decode it; (json, timing). Always closes."""
         c = self.client
         try:
-            if self.conn is None:
-                self.connect()
+            http = self._open()
             headers = {"Accept": "application/json", "Connection": "close"}
             if self.data is not None:
                 headers["Content-Type"] = "application/json"
             self.timing["send_unix"] = time.time()
             self.timing["send"] = time.perf_counter()
-            conn = self.conn
-            assert conn is not None
-            conn.request(self.method, c.prefix + self.path, body=self.data, headers=headers)
-            resp = conn.getresponse()
-            raw = resp.read()
+            resp = http.request(self.method, self.path, content=self.data, headers=headers)
+            raw = resp.content
             self.timing["recv"] = time.perf_counter()
-        except EngineError:
-            raise
-        except TimeoutError:
+        except httpx.ConnectTimeout:
+            raise c.unreachable(f"no connection within {c.connect_timeout_s:g} s") from None
+        except httpx.ConnectError as exc:
+            raise c.unreachable(_why(exc)) from None
+        except httpx.TimeoutException:
             raise EngineError(f"{c.label} server at {c.base_url} did not answer {self.where()} within "
                               f"{self.timeout_s:g} s", transient=True) from None
-        except (http.client.HTTPException, OSError) as exc:  # reset, closed early, incomplete body
+        except httpx.TransportError as exc:  # reset, closed early, incomplete body
             raise EngineError(f"{c.label} server at {c.base_url} dropped {self.where()}: "
                               f"{type(exc).__name__}: {exc}", transient=True) from None
         finally:
             self.close()
-        status = resp.status
+        status = resp.status_code
         if status >= 300:
             msg = f"{c.label} server at {c.base_url} answered HTTP {status} to {self.where()}: {_server_message(raw)}"
             raise HttpStatusError(msg, status)
@@ -164,9 +176,20 @@ class Call:
 
     def close(self) -> None:
         """Close the connection (idempotent)."""
-        if self.conn is not None:
-            self.conn.close()
-            self.conn = None
+        if self.http is not None:
+            self.http.close()
+            self.http = None
+
+
+def _why(exc: httpx.TransportError) -> str:
+    """"connection refused" from httpx's wrapped OSError, else the exception's text."""
+    cause = exc.__context__ or exc.__cause__
+    while cause is not None and not isinstance(cause, OSError):
+        cause = cause.__context__ or cause.__cause__
+    if isinstance(cause, OSError) and cause.strerror:
+        return cause.strerror.lower()
+    text = str(exc).lower()
+    return text.split("] ", 1)[-1] if text else type(exc).__name__
 
 
 _SECONDARY = "released with a request that failed first"

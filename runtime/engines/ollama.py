@@ -83,7 +83,7 @@ class OllamaEngine(Engine):
         hint = (f"this adapter talks to a running server and does not start one; start it with `ollama serve`"
                 f"{' (env ' + ' '.join(f'{k}={v}' for k, v in sorted(self.env.items())) + ')' if self.env else ''}"
                 f" and fetch the model with `ollama pull {tag}`")
-        self.client = ServerClient(endpoint, "Ollama", timeout_s=timeout_s, hint=hint)
+        self.client = ServerClient(endpoint, "Ollama", timeout_s=timeout_s, hint=hint, warm_path="/api/version")
         got = self.client.get("/api/version")
         self.server_version = str(got.get("version")) if isinstance(got, dict) and got.get("version") else None
         if expected_version and self.server_version != expected_version:
