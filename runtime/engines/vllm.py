@@ -358,7 +358,8 @@ class VLLMEngine(Engine):
         if not reqs:
             return []
         try:
-            with RunningSampler(self.client.base_url, self.served_model) as sampler:
+            # a group of one has nothing to show; sampling it would only load the server
+            with RunningSampler(self.client.base_url, self.served_model, enabled=len(reqs) > 1) as sampler:
                 out = self._prompt_list(reqs) if mode == "prompt_list" else self._chat_group(reqs, mode)
         except EngineError as exc:
             if self.launched is None or not exc.transient or not self.launched.died():

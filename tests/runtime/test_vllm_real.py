@@ -303,3 +303,4 @@ def test_vllm_cpu_spec_end_to_end_bundle_verifies(stack, tmp_path) -> None:
     assert all(r["stop_reason"] == "closed" and not _alive(r["pid"]) for r in recs)
     fp32 = next(r for r in recs if r["kernel"] == "fp32")
     assert fp32["dtype"] == "float32" and fp32["argv"][-2:] == ["--dtype", "float32"]
+
