@@ -16,6 +16,8 @@ from batchsafe.core.version import __version__
 from batchsafe.core.canonical import hash_obj, sha256_tag
 
 from .checks import Checker
+from .plan_invariants import assert_plan_invariants
+from .spec_checks import spec_only_checks
 from .datacache import load_cached
 from .datasets import DatasetFormatError, Record
 from .diagnostics import Diagnostic, SpecError
@@ -229,7 +231,7 @@ def compile_spec(path: str | os.PathLike[str], data_dir: str | os.PathLike[str] 
     """
     spec, doc = load_spec(path)
     checker = Checker(spec, doc, allow_unpinned)
-    diags = checker.run()
+    diags = checker.run() + spec_only_checks(spec, doc)
     # Keep going after reference errors with the tasks that are sound, so that data and
     # selection problems are reported in the same run; stop before scheduling.
     used_tasks = {t for p in spec.phases for t in p.tasks}
@@ -306,4 +308,6 @@ def compile_spec(path: str | os.PathLike[str], data_dir: str | os.PathLike[str] 
                           endpoints={n: getattr(spec.engines[n], "endpoint") for n in used_engines
                                      if hasattr(spec.engines[n], "endpoint")}),
     )
-    return plan.with_hash()
+    plan = plan.with_hash()
+    assert_plan_invariants(plan)  # unique sample/group ids: checked before anyone writes the plan
+    return plan

@@ -25,6 +25,7 @@ from typing import Any
 __all__ = [
     "Diagnostic", "SpecError", "format_path", "sort_key",
     "type_name", "show_value", "describe_value", "join_names", "did_you_mean", "first_sentence",
+    "clip", "safe_text", "ECHO_LIMIT",
 ]
 
 # Keys made only of these characters print bare (``a.b_c``); anything else is
@@ -33,10 +34,36 @@ _BARE_KEY = re.compile(r"[A-Za-z0-9_\-]+\Z")
 _WS = re.compile(r"\s+")
 
 
+ECHO_LIMIT = 80
+"""Longest run of non-space characters a message echoes; longer ones are cut with ``...``."""
+_LONG_TOKEN = re.compile(r"\S{%d,}" % (ECHO_LIMIT + 1))
+
+
+def safe_text(text: str) -> str:
+    """``text`` with control, format (bidi, zero-width) and separator characters escaped as ``\\uXXXX``.
+
+    A spec or bundle may carry U+202E and friends; echoed raw they would reorder or hide
+    the rest of a terminal line, so no message prints them as they are.
+    """
+    if text.isascii() and text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c == " " else
+                   (f"\\u{ord(c):04x}" if ord(c) <= 0xFFFF else f"\\U{ord(c):08x}") for c in text)
+
+
+def clip(text: str, limit: int = ECHO_LIMIT) -> str:
+    """``text`` made safe to echo (see :func:`safe_text`) and cut to ``limit`` characters with ``...``."""
+    text = safe_text(text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _one_line(text: str) -> str:
     # Messages often embed user text or library messages that may hold newlines;
-    # the format promises exactly one line per message and per hint.
-    return _WS.sub(" ", text).strip()
+    # the format promises exactly one line per message and per hint.  Echoed values are
+    # made safe and capped here too, as a net under every message builder: a
+    # 5,000-digit number or a megabyte-long key must not be printed whole.
+    text = safe_text(_WS.sub(" ", text).strip())
+    return _LONG_TOKEN.sub(lambda m: m.group(0)[: ECHO_LIMIT - 3] + "...", text)
 
 
 @dataclass(frozen=True, order=True)
@@ -62,12 +89,17 @@ class Diagnostic:
     """One-line description of what is wrong."""
     hint: str = ""
     """One-line suggestion of how to fix it; may be empty."""
+    note: str = ""
+    """One-line secondary position or context (where a YAML parser gave up, the anchor an
+    alias copies, ...); may be empty."""
 
     def __post_init__(self) -> None:
         # Normalise here (not in format()) so equality, hashing and dedup see the
         # same text that is printed.
         object.__setattr__(self, "message", _one_line(self.message))
         object.__setattr__(self, "hint", _one_line(self.hint))
+        object.__setattr__(self, "note", _one_line(self.note))
+        object.__setattr__(self, "path", _one_line(self.path))
 
     def format(self) -> str:
         """Render as ``{file}:{line}:{col}: error[{code}] {path}: {message}``.
@@ -77,15 +109,17 @@ class Diagnostic:
         ``    hint: {hint}``.
         """
         where = f" {self.path}" if self.path else ""
-        out = f"{self.file}:{self.line}:{self.col}: error[{self.code}]{where}: {self.message}"
+        out = f"{safe_text(self.file)}:{self.line}:{self.col}: error[{self.code}]{where}: {self.message}"
+        if self.note:
+            out += f"\n    note: {self.note}"
         if self.hint:
             out += f"\n    hint: {self.hint}"
         return out
 
 
 def sort_key(d: Diagnostic) -> tuple:
-    """Sort key used everywhere: (file, line, col, path, message, code, hint)."""
-    return (d.file, d.line, d.col, d.path, d.message, d.code, d.hint)
+    """Sort key used everywhere: (file, line, col, path, message, code, hint, note)."""
+    return (d.file, d.line, d.col, d.path, d.message, d.code, d.hint, d.note)
 
 
 class SpecError(BatchsafeError):
@@ -156,9 +190,22 @@ def show_value(v: Any) -> str:
         return repr(v if len(v) <= 60 else v[:57] + "...")
     if isinstance(v, bool) or v is None:
         return {True: "true", False: "false", None: "null"}[v]
+    if isinstance(v, int) and abs(v) >= 10 ** 40:
+        # repr() of a huge int is slow and, past 4300 digits, raises; say how big it is instead.
+        head, digits = _int_head(v)
+        return f"{'-' if v < 0 else ''}{head}... ({digits} digits)"
     if isinstance(v, (int, float)):
         return repr(v)
     return f"a {type_name(v)}"
+
+
+def _int_head(v: int) -> tuple[str, int]:
+    """(first 12 digits, number of digits) of a big integer, without converting all of it
+    to text (``str`` refuses more than 4,300 digits)."""
+    a = abs(v)
+    digits = int(a.bit_length() * 0.30102999566398)  # log10(2): exact or one short
+    digits += a >= 10 ** digits
+    return str(a // 10 ** max(0, digits - 12)), digits
 
 
 def describe_value(v: Any) -> str:

@@ -5,8 +5,10 @@ loader); plain data is then built from the node graph here, which gives an exact
 1-based (line, col) for every key and every value, including list items, block
 scalars (the ``|``/``>`` indicator), quoted scalars (the opening quote) and flow
 collections (the ``[``/``{``).  Aliases and ``<<`` merge keys are honoured (they
-just copy data; copied nodes keep the anchor's position; an anchor may not be
-redefined, as an alias would then silently mean the later one).  Specs carry no code, so
+just copy data; an anchor may not be redefined, as an alias would then silently mean
+the later one).  Everything reached through an alias is positioned at the alias (where
+the value is *used*), with the anchor's own position kept as a secondary note, so a
+wrong value copied into ``phases[3]`` is reported at ``phases[3]``, not at the anchor.  Specs carry no code, so
 any tag beyond the YAML core ones (``!!str !!int !!float !!bool !!null !!map !!seq``)
 is refused.  Timestamps stay strings (JSON has no date type), NaN/infinity are
 refused (they have no canonical JSON spelling), mapping keys must be strings.
@@ -26,7 +28,12 @@ over it and ``extends`` is dropped):
 * anything else (other lists, ``[]``, scalars, type changes) is replaced by the child.
 
 Positions point into whichever file supplied a node: untouched base nodes keep
-the base file's positions; nodes merged from both take the child's.
+the base file's positions; nodes merged from both take the child's.  A deletion
+(``key: null``) is remembered with its position, so a required key it removes is
+reported at the deleting line.
+
+Nesting deeper than ``MAX_DEPTH`` (flow or block, directly or through aliases) is
+refused at the node that crosses the limit, before anything recurses that deep.
 """
 
 from __future__ import annotations
@@ -40,12 +47,13 @@ from pathlib import Path
 from typing import Any
 
 from ruamel.yaml import YAML
-from ruamel.yaml.error import MarkedYAMLError, ReusedAnchorWarning
+from ruamel.yaml.error import ReusedAnchorWarning
 from ruamel.yaml.nodes import MappingNode, ScalarNode, SequenceNode
-from ruamel.yaml.reader import ReaderError
 
-from batchsafe.compiler.diagnostics import (Diagnostic, SpecError, describe_value, format_path,
+from batchsafe.compiler.diagnostics import (Diagnostic, SpecError, clip, describe_value, format_path,
                                   show_value)
+
+from batchsafe.compiler.yaml_syntax import MAX_DEPTH, AliasComposer, syntax_diag
 
 __all__ = ["Pos", "LocatedDoc", "load_located", "resolve_spec", "validate_schema", "diag_at"]
 
@@ -55,16 +63,6 @@ Pos = tuple[str, int, int]
 _T = "tag:yaml.org,2002:"
 _SCALAR_TAGS = tuple(_T + t for t in ("str", "timestamp", "int", "float", "bool", "null"))
 _MAX_NODES = 1_000_000  # alias expansion ("billion laughs") must not exhaust memory
-_SYNTAX_HINTS = [  # substring of ruamel's problem text -> what the user most likely did
-    ("found character '\\t'", "indent with spaces; YAML does not allow tabs here"),
-    ("quoted scalar", "a quoted string is not closed"),
-    ("expected <block end>", "check this line's indentation against the lines above it"),
-    ("mapping values are not allowed", "quote values that contain ': ', or check the indentation"),
-    ("could not find expected ':'", "a key lacks its ':' or a quote is not closed"),
-    ("expected ',' or", "a flow collection ([...] or {...}) is not closed properly"),
-    ("single document", "a spec holds exactly one YAML document; remove the extra '---'"),
-    ("undefined alias", "define the anchor (&name) before using the alias (*name)"),
-]
 
 
 @dataclass
@@ -81,6 +79,10 @@ class LocatedDoc:
     """Every file read: the outermost spec first, then its bases in extends order."""
     texts: dict[str, str] = field(default_factory=dict)
     """File -> exact text read (the compiler hashes these)."""
+    origin: dict[tuple, Pos] = field(default_factory=dict)
+    """Path tuple -> where a node reached through an alias was really written (the anchor side)."""
+    deleted: dict[tuple, Pos] = field(default_factory=dict)
+    """Path tuple -> position of the ``key: null`` that deleted a base key through ``extends``."""
 
     def pos(self, path: tuple, *, key: bool = False) -> Pos:
         """Position of ``path`` (its key if ``key``), else of its nearest known ancestor."""
@@ -91,6 +93,18 @@ class LocatedDoc:
         return table.get(p, (self.files[0] if self.files else "<spec>", 1, 1))
 
 
+    def origin_of(self, path: tuple) -> Pos | None:
+        """Where the value at ``path`` (or its nearest ancestor) was written, when an alias copied it."""
+        p = tuple(path)
+        while p:
+            if p in self.origin:
+                return self.origin[p]
+            if p in self.value_pos:
+                return None  # positioned and not aliased: the primary position is the real one
+            p = p[:-1]
+        return self.origin.get(())
+
+
 @dataclass
 class _N:
     """A located node: ``v`` is dict[str, _N], list[_N] or a scalar."""
@@ -98,6 +112,8 @@ class _N:
     v: Any
     kpos: Pos
     vpos: Pos
+    origin: Pos | None = None
+    """Where the node was really written, when it was reached through an alias (then kpos/vpos are the alias's)."""
 
 
 def _d(pos: Pos, path: tuple, code: str, message: str, hint: str = "") -> Diagnostic:
@@ -105,8 +121,35 @@ def _d(pos: Pos, path: tuple, code: str, message: str, hint: str = "") -> Diagno
 
 
 def diag_at(doc: LocatedDoc, path: tuple, code: str, message: str, hint: str = "", *, key: bool = False) -> Diagnostic:
-    """Build a Diagnostic at ``path`` in ``doc`` (its key if ``key``; nearest known ancestor otherwise)."""
-    return _d(doc.pos(path, key=key), tuple(path), code, message, hint)
+    """Build a Diagnostic at ``path`` in ``doc`` (its key if ``key``; nearest known ancestor otherwise).
+
+    A value reached through an alias is reported at the alias, with the anchor side as a
+    note; a required key or a referenced entry that an ``extends`` deletion removed is
+    reported at the deleting ``null`` (see :func:`compiler.spec_positions.deletion_cause`).
+    """
+    from batchsafe.compiler.spec_positions import deletion_cause
+
+    path = tuple(path)
+    pos, note = doc.pos(path, key=key), ""
+    origin = doc.origin_of(path)
+    if key and origin is not None:
+        k = path
+        while k not in doc.key_pos and k:
+            k = k[:-1]
+        if doc.key_pos.get(k) != doc.value_pos.get(k):
+            origin = None  # the key itself was written here; only its value came through an alias
+    if origin is not None and origin != pos:
+        note = f"the value comes through an alias; the anchor side is at {_where(origin, pos)}"
+    cause = deletion_cause(doc, path, code, message)
+    if cause is not None:
+        note = f"reported at the deleting null; the requirement is at {_where(pos, cause)}"
+        pos = cause
+    return Diagnostic(pos[0], pos[1], pos[2], format_path(path), code, message, hint, note)
+
+
+def _where(pos: Pos, relative_to: Pos) -> str:
+    """``line L, col C`` (with the file when it differs from ``relative_to``'s)."""
+    return (f"line {pos[1]}, col {pos[2]}" if pos[0] == relative_to[0] else f"{pos[0]}:{pos[1]}:{pos[2]}")
 
 
 # --------------------------------------------------------------------------- loading
@@ -130,36 +173,13 @@ def _read(file: str) -> tuple[str | None, list[Diagnostic]]:
                          f"file is not valid UTF-8 (byte 0x{raw[e.start]:02x})", "save the spec as UTF-8")]
 
 
-def _syntax_diag(file: str, text: str, e: Exception) -> Diagnostic:
-    line, col, msg = 1, 1, str(e) or type(e).__name__
-    if isinstance(e, MarkedYAMLError):
-        mark = e.problem_mark or e.context_mark
-        if mark is not None:
-            line, col = mark.line + 1, mark.column + 1
-        problem, context, cm = e.problem or "", e.context or "", e.context_mark
-        if not context.startswith("while"):  # e.g. "expected a single document", "but found another"
-            msg = ", ".join(x for x in (context, problem) if x) or "invalid YAML"
-        else:
-            msg = f"{problem} {context}".strip()
-            if problem and cm is not None and (cm.line + 1, cm.column + 1) != (line, col):
-                msg += f" (started at line {cm.line + 1}, col {cm.column + 1})"
-    elif isinstance(e, ReaderError):
-        head = text[: e.position]
-        line, col = head.count("\n") + 1, e.position - (head.rfind("\n") + 1) + 1
-        char = e.character if isinstance(e.character, str) else chr(e.character)
-        msg = f"character {char!r} is not allowed in YAML ({e.reason})"
-    elif isinstance(e, RecursionError):
-        msg = "the document is nested too deeply"
-    hint = next((h for k, h in _SYNTAX_HINTS if k in msg), "")
-    first = next((ln.strip() for ln in msg.splitlines() if ln.strip()), "invalid YAML")
-    return _d((file, line, col), (), "yaml-syntax", first, hint)
-
-
 class _Builder:
     """Turns a composed ruamel node graph into located plain data, collecting problems."""
 
     def __init__(self, file: str, yaml: YAML) -> None:
         self.file, self.con, self.diags, self.count, self.active = file, yaml.constructor, [], 0, set()
+        self.aliases: dict[int, tuple[Any, Any]] = getattr(yaml, "_alias_targets", {})
+        self.depth = 0
 
     def mark(self, node: Any) -> Pos:
         return (self.file, node.start_mark.line + 1, node.start_mark.column + 1)
@@ -173,28 +193,43 @@ class _Builder:
                              "specs are plain data; remove the tag (only core tags like !!str are accepted)"))
         return False
 
-    def build(self, node: Any, path: tuple, kpos: Pos) -> _N:
+    def build(self, node: Any, path: tuple, kpos: Pos, via: Pos | None = None) -> _N:
+        """Located data of ``node``; ``via`` is the position of the alias it was reached through."""
         self.count += 1
         if self.count > _MAX_NODES:
             raise OverflowError("alias expansion")
-        vpos = self.mark(node)
+        alias = self.aliases.get(id(node))
+        inner = via is not None  # already beneath an alias: every position collapses to it
+        if alias is not None and via is None:
+            via = self.mark(node)  # the outermost alias is where the user used the value
+        real = self.mark(alias[1] if alias is not None else node)
+        vpos, origin = (via, real) if via is not None else (real, None)
+        if inner:
+            kpos = via
         if isinstance(node, ScalarNode):
-            return _N(self.scalar(node, path), kpos, vpos)
-        if id(node) in self.active:  # `&a [*a]`: a node containing itself has no finite data
-            self.diags.append(_d(vpos, path, "yaml-syntax", "recursive alias: this node contains itself"))
-            return _N(None, kpos, vpos)
-        self.active.add(id(node))
+            return _N(self.scalar(node, path, vpos), kpos, vpos, origin)
+        if id(node.value) in self.active:  # `&a [*a]`: a node containing itself has no finite data
+            self.diags.append(_d(vpos, path, "recursive-alias", "recursive alias: this node contains itself",
+                                 "an alias cannot be used inside its own anchor"))
+            return _N(None, kpos, vpos, origin)
+        if self.depth >= MAX_DEPTH:  # aliases can stack nesting beyond what the composer saw
+            raise _TooDeep(vpos)
+        self.active.add(id(node.value))
+        self.depth += 1
         try:
             if isinstance(node, SequenceNode):
                 self.tag_ok(node, path, (_T + "seq",))
-                return _N([self.build(c, path + (i,), self.mark(c)) for i, c in enumerate(node.value)], kpos, vpos)
+                return _N([self.build(c, path + (i,), self.mark(c) if via is None else via, via)
+                           for i, c in enumerate(node.value)], kpos, vpos, origin)
             self.tag_ok(node, path, (_T + "map",))
-            return _N(self.mapping(node, path), kpos, vpos)
+            return _N(self.mapping(node, path, via), kpos, vpos, origin)
         finally:
-            self.active.discard(id(node))
+            self.depth -= 1
+            self.active.discard(id(node.value))
 
-    def scalar(self, node: ScalarNode, path: tuple) -> Any:
+    def scalar(self, node: ScalarNode, path: tuple, at: Pos | None = None) -> Any:
         tag = str(node.tag)
+        at = at or self.mark(node)
         if tag in (_T + "str", _T + "timestamp", _T + "merge"):
             return node.value  # timestamps stay text: JSON and our hashes have no date type
         if not self.tag_ok(node, path, (_T + "int", _T + "float", _T + "bool", _T + "null")):
@@ -202,47 +237,50 @@ class _Builder:
         try:
             value = getattr(self.con, "construct_yaml_" + tag[len(_T):])(node)
         except Exception:  # noqa: BLE001 - e.g. `!!int abc`; any failure is the user's data
-            self.diags.append(_d(self.mark(node), path, "invalid-value",
-                                 f"cannot read {node.value!r} as {'!!' + tag[len(_T):]}"))
+            text = str(node.value)
+            size = f" ({len(text):,} characters)" if len(text) > 60 else ""
+            self.diags.append(_d(at, path, "invalid-value", f"cannot read {clip(repr(text), 60)}{size} as "
+                                 f"{'!!' + tag[len(_T):]}", "integers in a spec hold at most 4,300 digits"
+                                 if tag == _T + "int" and len(text) > 4300 else ""))
             return None
         if isinstance(value, float) and not math.isfinite(value):
-            self.diags.append(_d(self.mark(node), path, "invalid-value",
-                                 f"{node.value} is not allowed: specs hold finite numbers only"))
+            self.diags.append(_d(at, path, "invalid-value",
+                                 f"{clip(str(node.value))} is not allowed: specs hold finite numbers only"))
         return value
 
-    def mapping(self, node: MappingNode, path: tuple) -> dict[str, _N]:
+    def mapping(self, node: MappingNode, path: tuple, via: Pos | None = None) -> dict[str, _N]:
         out: dict[str, _N] = {}
         merged: dict[str, _N] = {}
         for knode, vnode in node.value:
             if str(knode.tag) == _T + "merge":  # `<<: *base` copies keys not given explicitly
                 sources = vnode.value if isinstance(vnode, SequenceNode) else [vnode]
                 for src in sources:
-                    got = self.build(src, path, self.mark(src)).v
+                    got = self.build(src, path, via or self.mark(src), via).v
                     if not isinstance(got, dict):
                         self.diags.append(_d(self.mark(src), path, "wrong-type", "a '<<' merge needs a mapping"))
                         continue
                     for k, n in got.items():
                         merged.setdefault(k, n)
                 continue
-            kpos = self.mark(knode)
+            kpos = via or self.mark(knode)
             if not isinstance(knode, ScalarNode):
                 self.diags.append(_d(kpos, path, "wrong-type", "mapping keys must be plain strings"))
                 continue
             if not self.tag_ok(knode, path + (knode.value,), _SCALAR_TAGS):
                 continue
-            key = self.scalar(knode, path + (knode.value,))
+            key = self.scalar(knode, path + (knode.value,), kpos)
             if not isinstance(key, str):
-                self.diags.append(_d(kpos, path + (knode.value,), "wrong-type",
+                self.diags.append(_d(kpos, path + (clip(str(knode.value)),), "wrong-type",
                                      f"mapping keys must be strings, got {describe_value(key)}",
-                                     f"quote the key: '{knode.value}'"))
+                                     f"quote the key: '{clip(str(knode.value))}'"))
                 continue
             if key in out:
                 first = out[key].kpos
                 self.diags.append(_d(kpos, path + (key,), "duplicate-key", f"duplicate key {key!r}",
                                      f"first defined at line {first[1]}, col {first[2]}"))
                 continue
-            child = self.build(vnode, path + (key,), kpos)
-            if isinstance(vnode, ScalarNode) and vnode.value == "" and vnode.style is None:
+            child = self.build(vnode, path + (key,), kpos, via)
+            if isinstance(vnode, ScalarNode) and vnode.value == "" and vnode.style is None and via is None:
                 child.vpos = kpos  # an empty value has no text; ruamel marks the next token instead
             out[key] = child
         for k, n in merged.items():
@@ -256,12 +294,15 @@ def _load_tree(file: str) -> tuple[_N | None, str | None, list[Diagnostic]]:
     if text is None:
         return None, None, diags
     yaml = YAML(typ="safe", pure=True)
+    yaml.Composer = AliasComposer
+    yaml._alias_targets = {}
+    yaml.max_depth = MAX_DEPTH  # ruamel reports the crossing node; nothing recurses deeper
     try:
         with warnings.catch_warnings(record=True) as caught:  # ruamel warns on stderr; we report instead
             warnings.simplefilter("always")
             root = yaml.compose(text)
     except Exception as e:  # noqa: BLE001 - whatever ruamel raises on bad input is the user's syntax problem
-        return None, text, [_syntax_diag(file, text, e)]
+        return None, text, [syntax_diag(file, text, e)]
     # A redefined anchor is legal YAML, but then an alias silently means the later definition.
     diags = [_d((file, int(m[4]), int(m[5])), (), "duplicate-anchor", f"anchor &{m[1]} is defined twice",
                 f"first defined at line {m[2]}, col {m[3]}; give each anchor its own name")
@@ -276,19 +317,34 @@ def _load_tree(file: str) -> tuple[_N | None, str | None, list[Diagnostic]]:
         tree = builder.build(root, (), builder.mark(root))
     except OverflowError:
         return None, text, [_d((file, 1, 1), (), "too-large", "aliases expand to too many nodes")]
+    except _TooDeep as e:
+        return None, text, [_d(e.pos, (), "yaml-syntax", f"the document is nested more than {MAX_DEPTH} levels deep",
+                               "aliases count towards the nesting of the place they are used")]
     except RecursionError as e:
-        return None, text, [_syntax_diag(file, text, e)]
+        return None, text, [syntax_diag(file, text, e)]
     if not isinstance(tree.v, dict):
         builder.diags.append(_d(tree.vpos, (), "wrong-type", f"the top level must be a mapping, got {describe_value(tree.v)}"))
     return tree, text, builder.diags
 
 
-def _to_doc(tree: _N, files: list[str], texts: dict[str, str]) -> LocatedDoc:
+class _TooDeep(Exception):
+    """Nesting past MAX_DEPTH found while building (through aliases); ``pos`` is where."""
+
+    def __init__(self, pos: Pos) -> None:
+        super().__init__(pos)
+        self.pos = pos
+
+
+def _to_doc(tree: _N, files: list[str], texts: dict[str, str],
+            deleted: dict[tuple, Pos] | None = None) -> LocatedDoc:
     kp: dict[tuple, Pos] = {}
     vp: dict[tuple, Pos] = {}
+    origin: dict[tuple, Pos] = {}
 
     def plain(n: _N, path: tuple) -> Any:
         kp[path], vp[path] = n.kpos, n.vpos
+        if n.origin is not None:
+            origin[path] = n.origin
         if isinstance(n.v, dict):
             return {k: plain(c, path + (k,)) for k, c in n.v.items()}
         if isinstance(n.v, list):
@@ -296,7 +352,7 @@ def _to_doc(tree: _N, files: list[str], texts: dict[str, str]) -> LocatedDoc:
         return n.v
 
     data = plain(tree, ())
-    return LocatedDoc(data, kp, vp, files, texts)
+    return LocatedDoc(data, kp, vp, files, texts, origin, dict(deleted or {}))
 
 
 def load_located(path: str | Path) -> LocatedDoc:
@@ -324,15 +380,16 @@ def _idkey(n: _N) -> tuple | None:
     return (type(ident.v).__name__, ident.v) if ident is not None and type(ident.v) in (str, int) else None
 
 
-def _merge(base: _N, child: _N, path: tuple, diags: list[Diagnostic]) -> _N:
-    """Deep-merge ``child`` over ``base`` (rules in the module docstring)."""
+def _merge(base: _N, child: _N, path: tuple, diags: list[Diagnostic], deleted: dict[tuple, Pos]) -> _N:
+    """Deep-merge ``child`` over ``base`` (rules in the module docstring); deletions go to ``deleted``."""
     if isinstance(base.v, dict) and isinstance(child.v, dict):
         out = dict(base.v)
         for k, c in child.v.items():
             if k in base.v and c.v is None:
                 del out[k]
+                deleted[path + (k,)] = c.kpos
             else:
-                out[k] = _merge(base.v[k], c, path + (k,), diags) if k in base.v else c
+                out[k] = _merge(base.v[k], c, path + (k,), diags, deleted) if k in base.v else c
         return _N(out, child.kpos, child.vpos)
     if (isinstance(base.v, list) and isinstance(child.v, list) and child.v
             and all(_idkey(i) is not None for i in base.v + child.v)):
@@ -352,13 +409,13 @@ def _merge(base: _N, child: _N, path: tuple, diags: list[Diagnostic]) -> _N:
             if i is None:
                 out_l.append(c)
             else:
-                out_l[i] = _merge(out_l[i], c, path + (i,), diags)
+                out_l[i] = _merge(out_l[i], c, path + (i,), diags, deleted)
         return _N(out_l, child.kpos, child.vpos)
     return child
 
 
 def _resolve(file: str, chain: list[str], files: list[str], texts: dict[str, str],
-             diags: list[Diagnostic]) -> _N | None:
+             diags: list[Diagnostic], deleted: dict[tuple, Pos]) -> _N | None:
     tree, text, found = _load_tree(file)
     diags += found
     if text is not None:
@@ -384,10 +441,10 @@ def _resolve(file: str, chain: list[str], files: list[str], texts: dict[str, str
         diags.append(_d(ext.vpos, ("extends",), "extends-missing", f"extends target {ext.v!r} does not exist",
                         f"looked for {base_file} (paths are relative to the including file)"))
         return tree
-    base = _resolve(base_file, here, files, texts, diags)
+    base = _resolve(base_file, here, files, texts, diags, deleted)
     if base is None or not isinstance(base.v, dict):
         return tree
-    return _merge(base, tree, (), diags)
+    return _merge(base, tree, (), diags, deleted)
 
 
 def resolve_spec(path: str | Path) -> LocatedDoc:
@@ -402,10 +459,11 @@ def resolve_spec(path: str | Path) -> LocatedDoc:
     files: list[str] = []
     texts: dict[str, str] = {}
     diags: list[Diagnostic] = []
-    tree = _resolve(file, [], files, texts, diags)
+    deleted: dict[tuple, Pos] = {}
+    tree = _resolve(file, [], files, texts, diags, deleted)
     if diags or tree is None:
         raise SpecError(diags)
-    return _to_doc(tree, files, texts)
+    return _to_doc(tree, files, texts, deleted)
 
 
 # --------------------------------------------------------------------------- schema

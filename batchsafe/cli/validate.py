@@ -12,9 +12,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from batchsafe.compiler.checks import Checker
     from batchsafe.compiler.compile import load_spec
     from batchsafe.compiler.diagnostics import SpecError
+    from batchsafe.compiler.spec_checks import spec_only_checks
 
     spec, doc = load_spec(args.spec)
-    diags = Checker(spec, doc, allow_unpinned=args.allow_unpinned).run()
+    # Every check that needs only the spec (and the names in it), exactly as compile runs them.
+    diags = Checker(spec, doc, allow_unpinned=args.allow_unpinned).run() + spec_only_checks(spec, doc)
     if diags:
         raise SpecError(diags)
     out().print(f"ok: {args.spec}: {len(spec.phases)} phases, {len(spec.tasks)} tasks, "

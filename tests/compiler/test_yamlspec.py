@@ -159,7 +159,10 @@ def test_crlf_bom_and_aliases(tmp_path: Path) -> None:
     doc = load_located(path)
     assert doc.data == {"base": {"x": 1}, "d": {"y": 2, "x": 1}, "e": {"x": 1}}
     assert doc.value_pos[("d", "y")][1:] == (4, 6)
-    assert doc.value_pos[("d", "x")][1:] == (1, 14)  # copied nodes keep the anchor's position
+    # Reached through the alias: positioned where it is used, the anchor side kept for the note.
+    assert doc.value_pos[("d", "x")][1:] == (3, 7)
+    assert doc.origin[("d", "x")][1:] == (1, 14)
+    assert doc.value_pos[("e",)][1:] == (5, 4) and doc.origin[("e",)][1:] == (1, 7)
     assert doc.texts[str(path)].encode() == path.read_bytes()  # exact text, hashable as-is
 
 
