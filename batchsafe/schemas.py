@@ -43,6 +43,8 @@ MODELS: dict[str, str] = {
     "adjudication_summary.schema.json": "batchsafe.analysis.adjudication_models:AdjudicationSummary",
     "verify_report.schema.json": "batchsafe.verification.report:VerifyReport",
     "launch_record.schema.json": "batchsafe.runtime.launch.record:LaunchRecord",
+    "shard_manifest.schema.json": "batchsafe.runtime.shard:ShardManifest",
+    "partial_run.schema.json": "batchsafe.runtime.partial:PartialRecord",
 }
 """Schema file -> the pydantic model (module:Class) it is generated from."""
 

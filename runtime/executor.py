@@ -28,7 +28,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -244,8 +244,13 @@ def _preflight(factory: Any, groups: list[Group]) -> None:
 
 def run_plan(plan: Plan, run_dir: Path, *, resume: bool = False,
              engine_factory: Callable[[Binding], Engine] | None = None, progress: bool = True,
-             stop_after_groups: int | None = None, retry: RetryPolicy | None = None) -> RunSummary:
+             stop_after_groups: int | None = None, retry: RetryPolicy | None = None,
+             groups: Collection[str] | None = None) -> RunSummary:
     """Run every group of ``plan`` not yet journaled in ``run_dir``, then finalise the outputs.
+
+    ``groups``: run only these group ids (one shard, see ``runtime/shard.py``). The run
+    directory is then a partial run: nothing is finalised (``runtime/merge.py`` does that
+    for all shards at once) and ``complete`` means every selected group is journaled.
 
     Raises RunSetupError (refused: occupied directory, other plan, bad journal),
     RunError (an engine failed permanently or ran out of retries; resumable), or
@@ -258,6 +263,9 @@ def run_plan(plan: Plan, run_dir: Path, *, resume: bool = False,
     if hasattr(factory, "run_dir"):  # launched servers keep their logs and records in the run
         factory.run_dir = run_dir
     ordered = sorted(plan.groups, key=lambda g: g.index)
+    if groups is not None:
+        wanted = frozenset(groups)
+        ordered = [g for g in ordered if g.id in wanted]
     fresh = not (run_dir.exists() and any(run_dir.iterdir()))
     if fresh:  # fail early and leave nothing behind: the user fixes the cause and runs the same command
         _preflight(factory, ordered)
@@ -281,9 +289,13 @@ def run_plan(plan: Plan, run_dir: Path, *, resume: bool = False,
                                            if state.torn_bytes else ""))
         if info.get("batchsafe_version") != __version__:
             log(f"warning: run started by batchsafe {info.get('batchsafe_version')}, resumed by {__version__}")
+        if groups is not None and (stray := sorted(set(state.entries) - wanted)):
+            raise RunSetupError(f"{run_dir} journals group {stray[0]} (and {len(stray) - 1} more) outside the "
+                                "shard asked for: it is another shard's partial run")
         pending = [g for g in ordered if g.id not in state.entries]
+        total = len(plan.samples) if groups is None else sum(1 for g in ordered for m in g.members if m.sample)
         summary = RunSummary(run_dir=run_dir, plan_hash=plan.plan_hash, groups_total=len(ordered),
-                             groups_done=len(state.entries), samples_total=len(plan.samples),
+                             groups_done=len(state.entries), samples_total=total,
                              samples_done=sum(len(e["records"]) for e in state.entries.values()),
                              fillers_done=sum(len(e["fillers"]) for e in state.entries.values()))
         if not fresh:
@@ -291,6 +303,10 @@ def run_plan(plan: Plan, run_dir: Path, *, resume: bool = False,
         _Session(plan, run_dir, factory, policy, summary, log).run(pending, progress, stop_after_groups)
         if summary.groups_done < summary.groups_total:
             raise RunInterrupted(summary)
+        if groups is not None:  # a shard: merge finalises once every shard is journaled
+            summary.complete = True
+            log(f"shard complete: {summary.samples_done} samples in {summary.groups_total} groups")
+            return summary
         summary.outputs = finalize(plan, run_dir)
         summary.complete = True
         log(f"complete: {summary.samples_done} samples, {summary.fillers_done} fillers, "
