@@ -101,8 +101,13 @@ class ShardWorker:
         return os.getpid(), self._groups, self._samples
 
 
-def _ray() -> Any:
+def _ray(local: bool) -> Any:
+    """Import Ray with usage stats off and, for a local cluster, every address on the loopback."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # before import: never phone home
+    if local:
+        # Ray reads this flag at import: when off, it takes 127.0.0.1 as the node address instead
+        # of the address of the interface its route to a public IP leaves by (it would bind there).
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     try:
         import ray
     except ImportError as exc:
@@ -178,7 +183,7 @@ def _complete(run_dir: Path, plan: Plan) -> bool:
 def _run_actors(plan: Plan, manifest: ShardManifest, todo: list[Any], pdir: Path, summary: RayRunSummary, *,
                 address: str | None, num_cpus: int | None, gpus: float | None, progress: bool, max_restarts: int,
                 on_poll: Callable[[dict[int, tuple[int, int, int]]], None] | None) -> None:
-    ray = _ray()
+    ray = _ray(local=not address)
     from ray.exceptions import GetTimeoutError, RayActorError, RayError
 
     from batchsafe.runtime.executor import RunError, _progress
