@@ -116,7 +116,11 @@ def _ray(local: bool) -> Any:
 
 
 def _init(ray: Any, address: str | None, num_cpus: int | None, num_gpus: int | None) -> bool:
-    """Start a local cluster on 127.0.0.1 (True: ours to shut down) or join ``address``."""
+    """Start a local cluster on 127.0.0.1 (True: ours to shut down) or join ``address``.
+
+    The local cluster has ``num_cpus`` (default 2) CPU slots; each worker takes one, so
+    shards beyond that wait for a finished worker to be released.
+    """
     if ray.is_initialized():
         return False
     if address:
@@ -216,12 +220,13 @@ def _run_actors(plan: Plan, manifest: ShardManifest, todo: list[Any], pdir: Path
                     except RayError as exc:
                         raise RunError(f"shard {i} failed: {exc}") from None
                     _receive(pdir / partial_dir_name(i, manifest.workers), files)
+                    ray.kill(actors.pop(i), no_restart=True)  # frees its CPU/GPU for a shard still queued
                     summary.shards_run.append(i)
                     prog.update(bars[i], completed=manifest.shards[i].samples)
                 state: dict[int, tuple[int, int, int]] = {}
                 for i in set(refs.values()):
                     try:
-                        state[i] = ray.get(actors[i].progress.remote(), timeout=5)
+                        state[i] = ray.get(actors[i].progress.remote(), timeout=1)
                     except (GetTimeoutError, RayError):
                         continue  # restarting: it answers again once its new process is up
                     if pids.get(i) not in (None, state[i][0]):
