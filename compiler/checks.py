@@ -237,7 +237,7 @@ class Checker:
             elif model.hf is not None:
                 self.pin(path, f"models.{name}.hf {model.hf.repo} revision", model.hf.revision is not None
                          or (model.hf.weights_sha256 is not None and isinstance(engine, VLLMEngine)
-                             and engine.launch is not None and engine.launch.kind == "process"))
+                             and engine.launch is not None and engine.launch.kind in ("process", "container")))
         elif isinstance(engine, OllamaEngine):
             if model.ollama is None:
                 self.error(path, "missing-key", f"model {name!r} has no ollama reference, needed by engine kind ollama")

@@ -209,6 +209,11 @@ def preflight(plan: Plan, groups: list[Group] | None = None) -> list[str]:
             if (eng.config.get("launch") or {}).get("kind") == "process":
                 problems.extend(p for p in _launch_problems(plan, eng.name, groups) if p not in problems)
                 continue
+            if (eng.config.get("launch") or {}).get("kind") == "container":
+                from batchsafe.runtime.launch.container import preflight as container_preflight
+
+                problems.extend(p for p in container_preflight(plan, eng.name, groups) if p not in problems)
+                continue
             why = None
             if eng.kind in SERVER_PROBES:
                 why = probe_server(eng.kind, plan.locators.endpoints.get(eng.name))

@@ -10,7 +10,9 @@ for each kernel variant its groups ran under, and each record must show:
 * the vLLM version the plan pins, as the server reported it on ``/version``;
 * the served model id, ``max_model_len`` and logged dtype the flags ask for;
 * a weights digest that is the digest of the recorded per-file digests and, when the
-  plan pins ``hf.weights_sha256``, equal to it.
+  plan pins ``hf.weights_sha256``, equal to it;
+* the plan's launch kind; for containers, the plan's image ``repo@sha256:`` as the repo
+  digest that ran (a record of another digest fails naming both), read-only model mounts.
 
 Records are parsed as JSON by a pydantic model, never executed.
 """
@@ -54,6 +56,22 @@ def _plan_flags(argv: list[str]) -> list[str] | None:
     return argv[i + 2:]
 
 
+def _container_check(image: str | None, rec: LaunchRecord, st: Stage) -> None:
+    """A container record ran the plan's image digest, with the recorded command and env, models read-only."""
+    where, c = rec.file_name(), rec.container
+    if c is None:
+        st.fail(f"{where}: a container launch without its container section (image digest, ids)")
+        return
+    if c.repo_digest != image or c.image != image:
+        got, want = c.repo_digest.partition("@")[2], str(image).partition("@")[2]
+        st.fail(f"{where}: the container ran {c.repo_digest} (digest {got or '?'}), the plan pins {image} "
+                f"(digest {want or '?'})")
+    if c.command != rec.argv or c.env != rec.env:
+        st.fail(f"{where}: the container section's command/env differ from the record's argv/env")
+    if any(m.get("target") == "/model" and m.get("mode") != "ro" for m in c.mounts):
+        st.fail(f"{where}: the model folder was mounted writable: {c.mounts}")
+
+
 def check_record(plan: Any, rec: LaunchRecord, st: Stage) -> None:
     """Compare one launch record with what the plan says that server must be."""
     where = rec.file_name()
@@ -65,7 +83,12 @@ def check_record(plan: Any, rec: LaunchRecord, st: Stage) -> None:
     want_flags = [*map(str, eng.config.get("flags") or []), *map(str, var.get("flags") or [])]
     want_env = {**{k: str(v) for k, v in (eng.config.get("env") or {}).items()},
                 **{k: str(v) for k, v in (var.get("env") or {}).items()}}
-    if SERVER_MODULE not in rec.argv:
+    want_kind = (eng.config.get("launch") or {}).get("kind")
+    if rec.kind != want_kind:
+        st.fail(f"{where}: a {rec.kind} launch, the plan says launch.kind {want_kind}")
+    if rec.kind == "container":
+        _container_check(eng.config.get("image"), rec, st)
+    elif SERVER_MODULE not in rec.argv:
         st.fail(f"{where}: argv does not run {SERVER_MODULE}")
     got_flags = _plan_flags(rec.argv)
     if got_flags != want_flags:

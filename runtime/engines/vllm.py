@@ -37,8 +37,9 @@ Dispatch modes:
   mapped back by ``index``; ``return_token_ids`` (vLLM >= 0.10.2) gives each sequence's
   completion token count.
 
-Launch: with ``launch.kind: process`` in the plan, :meth:`VLLMEngine.from_plan` starts the
-server itself (:mod:`batchsafe.runtime.launch.vllm_process`): one server per binding, so a
+Launch: with ``launch.kind: process`` (or ``container``) in the plan, :meth:`VLLMEngine.from_plan`
+starts the server itself (:mod:`batchsafe.runtime.launch.vllm_process`, or the plan's image
+by digest through :mod:`batchsafe.runtime.launch.container`): one server per binding, so a
 kernel-flag variant (e.g. ``VLLM_BATCH_INVARIANT=1``) gets its own server started with its
 env/flags, one at a time in plan order; :meth:`close` stops it. A server found dead after a
 transient failure is restarted (at most ``MAX_RESTARTS`` times) and the group retried.
@@ -207,14 +208,16 @@ class VLLMEngine(Engine):
         if launch_kind == "external":
             return cls(endpoint, model.hf_repo, hf_revision=model.hf_revision, seed=plan.seed, config=cfg,
                        kernel=kernel, **kwargs)
-        if launch_kind != "process":
+        if launch_kind not in ("process", "container"):
             raise EngineError(f"engine {binding.engine!r}: launch kind {launch_kind!r} is not implemented in this build")
-        from batchsafe.runtime.launch import vllm_process
-
         if run_dir is None:
             raise EngineError(f"engine {binding.engine!r} launches its server, which needs the run directory "
                               "(for its log and launch record)")
-        launched = vllm_process.start(plan, binding.engine, model, kernel, run_dir)
+        if launch_kind == "container":
+            from batchsafe.runtime.launch import container as launcher
+        else:
+            from batchsafe.runtime.launch import vllm_process as launcher  # type: ignore[no-redef]
+        launched = launcher.start(plan, binding.engine, model, kernel, run_dir)
         try:
             return cls(launched.endpoint, model.hf_repo, hf_revision=model.hf_revision, seed=plan.seed, config=cfg,
                        kernel=kernel, launched=launched, **kwargs)
@@ -373,15 +376,13 @@ class VLLMEngine(Engine):
 
     def _restart(self, cause: Exception) -> None:
         old = self.launched
-        code = old.server.proc.poll() if old.server.proc else None
+        code = old.exit_status()
         old.finish("died")
         if self.restarts >= MAX_RESTARTS:
             raise EngineError(f"the vLLM server died {self.restarts + 1} times (last exit code {code}; log "
                               f"{old.record.log}); stopping: resume the run once the cause is fixed") from cause
-        from batchsafe.runtime.launch.vllm_process import LaunchedServer
-
         self.restarts += 1
-        self.launched = LaunchedServer(old.req, old.run_dir)
+        self.launched = old.relaunch()
         self._tok_cache.clear()
         try:
             self._connect(self.launched.endpoint)

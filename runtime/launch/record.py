@@ -23,6 +23,44 @@ LAUNCH_DIR = "launch"
 """Folder of the run directory (and bundle) holding launch records."""
 
 
+class ContainerInfo(BaseModel):
+    """What the Docker daemon ran for a ``container`` launch (written by
+    :mod:`batchsafe.runtime.launch.container`; ``verify`` checks ``repo_digest``)."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    image: str
+    """The plan's image reference, ``repo@sha256:<digest>``."""
+    repo_digest: str
+    """The image's repo digest as the daemon listed it for the plan's repository (what ran)."""
+    image_id: str
+    """The daemon's image id (``sha256:`` of the image config) of the container's image."""
+    container_id: str
+    """Id of the container (removed after the launch stops)."""
+    name: str
+    """Name given to the container."""
+    entrypoint: list[str] = Field(default_factory=list)
+    """The image's entrypoint, which receives ``argv`` as its arguments."""
+    command: list[str]
+    """The container command: the same list as the record's ``argv``."""
+    env: dict[str, str]
+    """The complete environment set on the container (nothing is inherited from the caller)."""
+    network_mode: str
+    """``host``: the server listens on the host's loopback."""
+    mounts: list[dict[str, str]] = Field(default_factory=list)
+    """Bind mounts: source, target, mode (model folders are mounted read-only)."""
+    device_requests: list[dict[str, Any]] = Field(default_factory=list)
+    """GPU requests (``--gpus all`` is ``{driver: '', count: -1, capabilities: [['gpu']]}``); empty on CPU."""
+    labels: dict[str, str] = Field(default_factory=dict)
+    """Labels batchsafe set, used to remove containers a killed run left behind."""
+    daemon_version: str | None = None
+    """Docker daemon version (``docker version``)."""
+    daemon_api_version: str | None = None
+    """Docker Engine API version the daemon speaks."""
+    docker_run: str
+    """An equivalent ``docker run`` command line, for running it by hand."""
+
+
 class LaunchRecord(BaseModel):
     """One server launched by the runtime for one binding of the plan."""
 
@@ -74,6 +112,8 @@ class LaunchRecord(BaseModel):
     """Why it stopped: closed, failed, died (found dead by the adapter), interrupted."""
     log: str
     """Run-relative name of the server's log file."""
+    container: ContainerInfo | None = Field(None, exclude_if=lambda v: v is None)
+    """Container launches: image digest, ids, command, env, mounts, GPU requests, daemon version."""
 
     def file_name(self) -> str:
         """Run-relative file name of this record."""

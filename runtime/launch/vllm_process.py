@@ -34,6 +34,7 @@ RESERVED_FLAGS = ("--model", "--served-model-name", "--host", "--port", "--disab
 NUMERIC_ENV_PREFIXES = ("OMP_", "MKL_", "KMP_", "CUDA_", "CUBLAS_", "NCCL_", "PYTORCH_", "TORCH_", "HF_HUB_OFFLINE")
 """Inherited variables recorded (not set) because they can change numerics or what loads."""
 HOST = "127.0.0.1"
+SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 
 
 def expand_path(raw: str, cache_dir: str | None = None) -> Path:
@@ -78,6 +79,24 @@ class LaunchRequest:
         return out
 
 
+def binding_settings(config: dict[str, Any], kernel: dict[str, Any] | None) -> tuple[list[str], dict[str, str]]:
+    """(flags, env) of one binding: the engine's, then the kernel variant's (shared by every launch kind)."""
+    flags = [*map(str, config.get("flags") or []), *map(str, (kernel or {}).get("flags") or [])]
+    env = {**{k: str(v) for k, v in (config.get("env") or {}).items()},
+           **{k: str(v) for k, v in ((kernel or {}).get("env") or {}).items()}}
+    return flags, env
+
+
+def server_args(model: str, served_name: str, port: int, flags: list[str], extra: list[str] = ()) -> list[str]:
+    """The vLLM OpenAI server's arguments: the launcher's own (:data:`RESERVED_FLAGS`, then
+    ``extra`` such as ``--revision``), ending with ``--port N``, then the plan's flags
+    (verification reads the plan's flags as everything after ``--port N``). The process
+    launcher runs them after ``python -m`` :data:`SERVER_MODULE`; the container launcher
+    passes them to the image's entrypoint, which is that module in vLLM's images."""
+    return ["--model", model, "--served-model-name", served_name, "--disable-uvicorn-access-log", *extra,
+            "--host", HOST, "--port", str(port), *flags]
+
+
 def prepare(plan: Any, engine: str, model: Any, kernel: dict[str, Any] | None, cache_dir: str | None = None) -> LaunchRequest:
     """The launch request of ``engine`` serving ``model`` (a plan ResolvedModel) with ``kernel``."""
     eng = next(e for e in plan.engines if e.name == engine)
@@ -85,9 +104,7 @@ def prepare(plan: Any, engine: str, model: Any, kernel: dict[str, Any] | None, c
     if not loc.get("python") or not loc.get("model_dir"):
         raise LaunchError(f"engine {engine!r} launches a process but the plan's locators lack launch.python "
                           "or launch.model_dir")
-    flags = [*map(str, eng.config.get("flags") or []), *map(str, (kernel or {}).get("flags") or [])]
-    env = {**{k: str(v) for k, v in (eng.config.get("env") or {}).items()},
-           **{k: str(v) for k, v in ((kernel or {}).get("env") or {}).items()}}
+    flags, env = binding_settings(eng.config, kernel)
     return LaunchRequest(engine=engine, kernel=(kernel or {}).get("id"), python=expand_path(loc["python"], cache_dir),
                          model_dir=expand_path(loc["model_dir"], cache_dir), served_name=model.hf_repo,
                          port=loc.get("port"), ready_timeout_s=float(loc.get("ready_timeout_s") or 600.0),
@@ -155,15 +172,9 @@ class LaunchedServer:
         problems = req.problems()
         if problems:
             raise LaunchError("; ".join(problems))
-        files = weights_files(req.model_dir)
-        digest = weights_digest(files)
-        if req.weights_sha256 and digest != req.weights_sha256:
-            raise LaunchError(f"engine {req.engine!r}: model directory {req.model_dir} has weights digest {digest}, "
-                              f"the plan pins {req.weights_sha256} (a different conversion or a changed file)")
+        files, digest = checked_weights(req)
         port = req.port or free_port(HOST)
-        argv = [str(req.python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(req.model_dir),
-                "--served-model-name", req.served_name, "--disable-uvicorn-access-log",
-                "--host", HOST, "--port", str(port), *req.flags]
+        argv = [str(req.python), "-m", SERVER_MODULE, *server_args(str(req.model_dir), req.served_name, port, req.flags)]
         env, inherited = child_env(req.env)
         seq = next_seq(self.run_dir)
         self.record = LaunchRecord(seq=seq, engine=req.engine, kind="process", kernel=req.kernel, argv=argv,
@@ -181,6 +192,11 @@ class LaunchedServer:
             raise
         self.record.pid = self.server.proc.pid if self.server.proc else None
         self._fill_times(None)
+        self._check_ready(label)
+
+    def _check_ready(self, label: str) -> None:
+        """First generation, logged dtype against the flags, record written (any launch kind)."""
+        req = self.req
         try:
             self._first_generation(label)
         except LaunchError:
@@ -235,6 +251,14 @@ class LaunchedServer:
         """The server log's last lines."""
         return log_tail(self.server.log_path)
 
+    def relaunch(self) -> LaunchedServer:
+        """A new launch of the same request (the adapter's restart after a crash)."""
+        return type(self)(self.req, self.run_dir)
+
+    def exit_status(self) -> int | None:
+        """The server's exit code once it has exited, else None."""
+        return self.server.proc.poll() if self.server.proc else None
+
     def finish(self, reason: str) -> None:
         """Stop the server (idempotent) and write the completed record."""
         if self.record.stop_reason is not None and self.server.stopped_unix is not None:
@@ -242,6 +266,18 @@ class LaunchedServer:
         self.server.stop()
         self._fill_times(reason)
         self.record.write(self.run_dir)
+
+
+def checked_weights(req: Any) -> tuple[dict[str, str], str | None]:
+    """(per-file digests, weights digest) of ``req.model_dir``; LaunchError when it is not the plan's pin."""
+    if req.model_dir is None:
+        return {}, None
+    files = weights_files(req.model_dir)
+    digest = weights_digest(files)
+    if req.weights_sha256 and digest != req.weights_sha256:
+        raise LaunchError(f"engine {req.engine!r}: model directory {req.model_dir} has weights digest {digest}, "
+                          f"the plan pins {req.weights_sha256} (a different conversion or a changed file)")
+    return files, digest
 
 
 def start(plan: Any, engine: str, model: Any, kernel: dict[str, Any] | None, run_dir: Path,
