@@ -23,7 +23,6 @@ A local cluster is started on 127.0.0.1 with usage stats off and no dashboard; w
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -153,11 +152,14 @@ def run_ray(plan: Plan, out_dir: Path, *, workers: int, resume: bool = False, ad
     manifest = shard_plan(plan, workers)
     summary = RayRunSummary(out_dir=out_dir, partials_dir=pdir, manifest=manifest)
     if (out_dir / jr.RUN_FILE).is_file():
-        info = jr.check_run_info(out_dir, plan) if resume else None
-        if info and info.get("completed"):
+        if not resume:
+            raise RayBackendError(f"{out_dir} is not empty; pass --resume to continue, or choose another --out")
+        if jr.check_run_info(out_dir, plan).get("completed"):
             summary.already_complete = True
             return summary
-        raise RayBackendError(f"{out_dir} is not empty; pass --resume to continue, or choose another --out")
+        # Merge writes --out whole (renamed into place), so an unfinished run there is someone else's.
+        raise RayBackendError(f"{out_dir} holds an unfinished single-process run; resume it with "
+                              "`batchsafe run PLAN --out DIR --resume`, or choose another --out")
     started = [d for d in (pdir / partial_dir_name(s.index, workers) for s in manifest.shards) if d.exists()]
     if started and not resume:
         raise RayBackendError(f"{pdir} holds partial runs; pass --resume to continue them, or choose another --out")
