@@ -298,6 +298,10 @@ def import_labels(store, parent_ref: str, csv_paths: list[Path], *,
     files[PREFIX + "labels.jsonl"] = dump_jsonl(records)
     files[PREFIX + "summary.json"] = canonical_bytes(json.loads(summary.model_dump_json()))
     files[PREFIX + "report.md"] = report.encode("utf-8")
+    from batchsafe.analysis.analyze import plan_from_bytes
+    from batchsafe.bundles.provenance import with_provenance  # the parent's statement lists the parent's files
+
+    files = with_provenance(files, plan_from_bytes(src.read("plan.lock.json")), kind=KIND, parent=bid)
     child = store.write_bundle(files, kind=KIND, parent=bid)
     return ImportResult(child_id=child, parent_id=bid, records=records, summary=summary, report=report,
                         files_read=len(csv_paths), rows_read=rows_read, skipped_empty=skipped, duplicates=dups)

@@ -238,6 +238,9 @@ def analyze_bundle(store: Any, ref: str, *, scorer_override: Mapping[str, str] |
     result = analyze_run(run.plan, run.outputs, timings=run.timings, scorer_override=scorer_override, plots=plots)
     files = run.carried_files(store)
     files.update(result.bundle_files())
+    from batchsafe.bundles.provenance import with_provenance  # the parent's statement lists the parent's files
+
+    files = with_provenance(files, run.plan, kind="analysis", parent=run.bundle_id)
     return store.write_bundle(files, kind="analysis", parent=run.bundle_id), result
 
 

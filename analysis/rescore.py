@@ -354,6 +354,9 @@ def rescore_bundle(store: Any, ref: str, overrides: Mapping[str, str], *, plots:
     files.update(analysis.bundle_files())
     files[BUNDLE_PREFIX + AUDIT_ROWS] = dump_jsonl(rows)
     files[BUNDLE_PREFIX + AUDIT_SUMMARY] = canonical_bytes(audit.model_dump(mode="json"))
+    from batchsafe.bundles.provenance import with_provenance  # the parent's statement lists the parent's files
+
+    files = with_provenance(files, run.plan, kind="rescore", parent=bid)
     child = store.write_bundle(files, kind="rescore", parent=bid)
     return RescoreResult(child_id=child, parent_id=bid, audit=audit, rows=rows, analysis=analysis)
 

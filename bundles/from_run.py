@@ -2,7 +2,8 @@
 
 A run bundle holds the plan, the spec texts it was compiled from, the outputs, the
 volatile timings, the environment and the logs (and, once analysed, scores, flip
-registry, statistics and report). The journal is left out: it is the crash-recovery
+registry, statistics and report) and the provenance statement
+(``bundles.provenance``). The journal is left out: it is the crash-recovery
 form of ``outputs/samples.jsonl`` and carries nothing more.
 """
 
@@ -12,6 +13,7 @@ from pathlib import Path
 
 from batchsafe.compiler.plan import Plan
 
+from .provenance import with_provenance
 from .store import BundleStore
 
 #: Run-directory entries that never go into a bundle.
@@ -37,4 +39,4 @@ def bundle_run(run_dir: Path, plan: Plan, store: BundleStore, *, extra: dict[str
     for spec_file in plan.spec.files:
         files[f"spec/{spec_file.path.lstrip('./')}"] = spec_file.text.encode("utf-8")
     files.update(extra or {})
-    return store.write_bundle(files, kind="run")
+    return store.write_bundle(with_provenance(files, plan, kind="run"), kind="run")

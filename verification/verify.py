@@ -23,6 +23,7 @@ from batchsafe.compiler.plan import Plan
 
 from . import checks, recheck
 from .derived import check_derived
+from .provenance import check_provenance
 from .stack import check_stack
 from .report import Stage, VerifyReport
 from .source import BundleSource, SourceError, open_bundle
@@ -190,6 +191,7 @@ def _run_stages(src: BundleSource, *, data_dir: str | Path | None, spec: str | P
     rep.stages.append(recheck.check_targets(ctx))
     if (derived := check_derived(ctx)) is not None:
         rep.stages.append(derived)
+    rep.stages.append(check_provenance(ctx))
     if replay:
         rep.stages.append(check_replay(ctx, replay, seed=replay_seed, engine=engine, factory=engine_factory))
     return rep

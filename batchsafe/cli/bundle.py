@@ -1,4 +1,4 @@
-"""batchsafe bundle: make, pack, unpack, show and list bundles."""
+"""batchsafe bundle: make, pack, unpack, export, show and list bundles."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from batchsafe import present
-from batchsafe.cli._common import EXIT_FAIL, EXIT_OK, err, out, store_args, store_of
+from batchsafe.cli._common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, err, out, store_args, store_of
 
 
 def cmd_bundle_make(args: argparse.Namespace) -> int:
@@ -69,6 +69,19 @@ def cmd_bundle_show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_bundle_export(args: argparse.Namespace) -> int:
+    """Materialize a bundle as a plain directory tree (names from the manifest); never overwrite."""
+    store = store_of(args)
+    bundle_id = store.resolve(args.bundle)
+    dest = Path(args.directory)
+    if dest.exists() and (not dest.is_dir() or dest.is_symlink() or any(dest.iterdir())):
+        err().print(f"error: {dest} exists and is not an empty directory; refusing to overwrite", markup=False)
+        return EXIT_USAGE
+    store.materialize(bundle_id, dest)
+    out().print(f"exported {bundle_id} -> {dest} (check it with: batchsafe verify {dest})", markup=False)
+    return EXIT_OK
+
+
 def cmd_bundle_list(args: argparse.Namespace) -> int:
     """Bundle ids in the store."""
     for bundle_id in store_of(args).list_bundles():
@@ -103,6 +116,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--check", action="store_true", help="recompute every file's sha256")
     store_args(p)
     p.set_defaults(func=cmd_bundle_show)
+    p = bundle.add_parser("export", help="write a bundle as a plain directory tree (refuses to overwrite)")
+    p.add_argument("bundle", help="bundle id (sha256:..., hex, or a unique prefix of 8+ hex)")
+    p.add_argument("directory", help="new (or empty) directory")
+    store_args(p)
+    p.set_defaults(func=cmd_bundle_export)
     p = bundle.add_parser("list", help="bundle ids in the store")
     store_args(p)
     p.set_defaults(func=cmd_bundle_list)

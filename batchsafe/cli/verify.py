@@ -18,6 +18,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     store = store_of(args) if not Path(args.bundle).exists() else None
     report = verify(args.bundle, store, claimed_id=args.id, data_dir=args.data_dir, spec=args.spec,
                     recompile=not args.no_recompile, replay=args.replay, replay_seed=args.replay_seed, engine=args.engine)
+    if args.vsa:
+        _write_vsa(report, args)
     if args.json:
         print(report.model_dump_json(indent=2))
     else:
@@ -25,6 +27,17 @@ def cmd_verify(args: argparse.Namespace) -> int:
         for line in report.lines():
             con.print(line, markup=False)
     return EXIT_OK if report.ok else EXIT_FAIL
+
+
+def _write_vsa(report, args: argparse.Namespace) -> None:
+    """--vsa FILE: a SLSA Verification Summary Attestation of this report (written even on FAIL)."""
+    from batchsafe.core.atomic import atomic_write
+    from batchsafe.core.canonical import canonical_bytes
+    from batchsafe.verification.provenance import vsa
+
+    uri = Path(args.bundle).resolve().as_uri() if Path(args.bundle).exists() else f"urn:batchsafe:bundle:{report.bundle_id}"
+    atomic_write(Path(args.vsa), canonical_bytes(vsa(report, resource_uri=uri)))
+    err().print(f"verification summary attestation: {args.vsa}", markup=False)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -39,5 +52,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--replay", type=int, default=0, metavar="N", help="re-run N seeded groups and compare bytes")
     p.add_argument("--replay-seed", type=int, default=0, help="seed choosing the replayed groups")
     p.add_argument("--engine", help="replay only groups of this plan engine")
+    p.add_argument("--vsa", metavar="FILE", help="also write a SLSA verification summary attestation (in-toto JSON)")
     store_args(p)
     p.set_defaults(func=cmd_verify)

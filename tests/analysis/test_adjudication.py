@@ -178,11 +178,12 @@ def test_round_trip_two_raters(bundle, exported, tmp_path):
     parent = store.manifest(bid)
     assert child.kind == "adjudication" and child.parent == bid == out.parent_id
     kids = {e.name: e for e in child.files}
+    statement = "attestation/provenance.intoto.json"  # the child's own: its subjects are the child's files
     for e in parent.files:  # every parent file, the same object
-        assert kids[e.name].sha256 == e.sha256 and store.object_path(e.sha256).is_file()
+        assert e.name == statement or kids[e.name].sha256 == e.sha256 and store.object_path(e.sha256).is_file()
     assert set(kids) - {e.name for e in parent.files} == {"adjudication/labels.jsonl", "adjudication/summary.json",
                                                           "adjudication/report.md"}
-    assert len(_objects(store) - before) <= 3  # only the three new files are stored
+    assert len(_objects(store) - before) <= 4  # only the three new files and the new statement are stored
     assert store.verify(out.child_id) == []
 
     recs = read_labels(store.read(out.child_id, "adjudication/labels.jsonl"))

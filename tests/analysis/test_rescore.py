@@ -209,13 +209,14 @@ def test_child_bundle_shares_objects_and_verifies(world, rescored):
     assert (m.kind, m.parent, rescored.parent_id) == ("rescore", world.parent, world.parent)
     assert store.verify(child) == []
     entries, parent_entries = {e.name: e.sha256 for e in m.files}, {e.name: e.sha256 for e in pm.files}
-    carried = {n for n in parent_entries if not n.startswith("analysis/")}
+    # The provenance statement is the child's own (its subjects are the child's files).
+    carried = {n for n in parent_entries if not n.startswith(("analysis/", "attestation/"))}
     assert {"plan.lock.json", "outputs/samples.jsonl", "volatile/timings.jsonl"} <= carried
     assert any(n.startswith("spec/") for n in carried)
     assert all(entries[n] == parent_entries[n] for n in carried)
     assert set(entries) - carried == {f"analysis/{n}" for n in ("scores.jsonl", "flips.jsonl", "stats.json",
                                                                "targets.json", "report.md", "rescore_audit.jsonl",
-                                                               "rescore_audit.json")}
+                                                               "rescore_audit.json")} | {"attestation/provenance.intoto.json"}
     assert entries["analysis/scores.jsonl"] != parent_entries["analysis/scores.jsonl"]
 
 

@@ -133,9 +133,11 @@ def test_two_identical_runs_agree_completely(world):
     assert d.flips.both_flipped == expected_flipped > 0 and d.flips.neither == n_flips - expected_flipped
     assert d.setup.changes == 0 and d.setup.same_plan and d.setup.plan is None
     assert not d.setup.scorers and not d.setup.spec_files and d.setup.environment.changes == []
-    # Only the timings and what depends on them (latency in scores and stats) differ.
+    # Only the timings and what depends on them (latency in scores and stats; the provenance
+    # statement, whose subjects are those files' digests) differ.
     assert {f.name for f in d.setup.files} <= {"volatile/timings.jsonl", "analysis/scores.jsonl",
-                                                "analysis/stats.json", "analysis/report.md"}
+                                                "analysis/stats.json", "analysis/report.md",
+                                                "attestation/provenance.intoto.json"}
     assert "volatile/timings.jsonl" in {f.name for f in d.setup.files}
     assert d.stats.changed and all("latency" in c.path for c in d.stats.changed)
     text = render_diff(d)
