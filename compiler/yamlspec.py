@@ -170,7 +170,7 @@ def _read(file: str) -> tuple[str | None, list[Diagnostic]]:
         line_start = head.rfind(b"\n") + 1
         col = len(head[line_start:].decode("utf-8", "replace")) + 1
         return None, [_d((file, head.count(b"\n") + 1, col), (), "encoding",
-                         f"file is not valid UTF-8 (byte 0x{raw[e.start]:02x})", "save the spec as UTF-8")]
+                         f"invalid UTF-8 at byte {e.start} (0x{raw[e.start]:02x})", "save the spec as UTF-8")]
 
 
 class _Builder:
