@@ -33,15 +33,17 @@ from batchsafe.core.canonical import canonical_bytes
 from .adjudication_csv import COLUMNS, CsvFormatError, dump_csv, read_csv
 from .adjudication_models import AdjudicationError, AdjudicationSummary, LabelRecord
 from .adjudication_stats import UNCLEAR, kappa_line, render_report, summarize
-from .analyze import outputs_from_bytes, plan_from_bytes
+from batchsafe.compiler.plan import plan_from_bytes
+from batchsafe.core import layout
+
+from .analyze import outputs_from_bytes
 from .flips import RecordError, dump_jsonl, read_flips, read_scored
 from .records import UNSAFE_DIRECTIONS, FlipRow
 from batchsafe.core.atomic import atomic_write
 
-PREFIX = "adjudication/"
+PREFIX = layout.ADJUDICATION_DIR
 KIND = "adjudication"
-FLIPS = "analysis/flips.jsonl"
-SCORES = "analysis/scores.jsonl"
+FLIPS, SCORES = layout.FLIPS, layout.SCORES
 MAX_ERRORS = 50
 Include = Literal["flips", "unsafe", "safety"]
 
@@ -123,15 +125,15 @@ def export_candidates(src, out: Path, *, include: Include = "flips", blind: bool
     from batchsafe.compiler.plan import PlanError
 
     rows = _include(_read_flips(src), include)
-    for needed in ("plan.lock.json", "outputs/samples.jsonl"):
+    for needed in (layout.PLAN, layout.OUTPUTS):
         if not src.has(needed):
             raise AdjudicationError(f"{src.where}: bundle has no {needed}: only analysed run bundles can be exported")
     try:
-        plan = plan_from_bytes(src.read("plan.lock.json"), f"{src.bundle_id}:plan.lock.json")
+        plan = plan_from_bytes(src.read(layout.PLAN), f"{src.bundle_id}:{layout.PLAN}")
     except PlanError as exc:
         raise AdjudicationError(str(exc)) from None
     try:
-        outputs = outputs_from_bytes(src.read("outputs/samples.jsonl"))
+        outputs = outputs_from_bytes(src.read(layout.OUTPUTS))
     except (ValueError, KeyError, TypeError) as exc:
         raise AdjudicationError(f"{src.where}: outputs/samples.jsonl is not readable: {exc}") from None
     prompts = {p.id: p for p in plan.prompts}
@@ -182,8 +184,8 @@ def _allowed_by_item(src, rows: dict[str, FlipRow], allowed: Iterable[str] | Non
             scorer = {s.sample: s.scorer for s in read_scored(src.read(SCORES))}
         except RecordError as exc:
             raise AdjudicationError(f"{src.where}: {SCORES}: {exc}") from None
-    elif src.has("plan.lock.json"):
-        plan = plan_from_bytes(src.read("plan.lock.json"), f"{src.bundle_id}:plan.lock.json")
+    elif src.has(layout.PLAN):
+        plan = plan_from_bytes(src.read(layout.PLAN), f"{src.bundle_id}:{layout.PLAN}")
         by_prompt = {p.id: p.scorer for p in plan.prompts}
         scorer = {r.sample: by_prompt.get(r.prompt, "") for r in rows.values()}
     out = {}
@@ -301,7 +303,7 @@ def import_labels(store, parent_ref: str, csv_paths: list[Path], *,
     from batchsafe.analysis.analyze import plan_from_bytes
     from batchsafe.bundles.provenance import with_provenance  # the parent's statement lists the parent's files
 
-    files = with_provenance(files, plan_from_bytes(src.read("plan.lock.json")), kind=KIND, parent=bid)
+    files = with_provenance(files, plan_from_bytes(src.read(layout.PLAN)), kind=KIND, parent=bid)
     child = store.write_bundle(files, kind=KIND, parent=bid)
     return ImportResult(child_id=child, parent_id=bid, records=records, summary=summary, report=report,
                         files_read=len(csv_paths), rows_read=rows_read, skipped_empty=skipped, duplicates=dups)

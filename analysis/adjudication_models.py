@@ -16,6 +16,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from batchsafe.core import layout
+from batchsafe.core.artifact import artifact, check_version
+
 from .records import Direction
 
 LABELS_SCHEMA_VERSION = 1
@@ -35,6 +38,7 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
+@artifact("label record", version=LABELS_SCHEMA_VERSION, file=layout.ADJ_LABELS, lines=True, error=AdjudicationError)
 class LabelRecord(_Frozen):
     """One rater's verdict on one candidate: one line of ``adjudication/labels.jsonl``."""
 
@@ -161,6 +165,7 @@ class FlipAudit(_Frozen):
     """The same counts per heuristic flip direction."""
 
 
+@artifact("adjudication summary", version=SUMMARY_SCHEMA_VERSION, file=layout.ADJ_SUMMARY, error=AdjudicationError)
 class AdjudicationSummary(_Frozen):
     """``adjudication/summary.json``: labels per rater, inter-rater agreement, and the audited flips."""
 
@@ -191,12 +196,10 @@ class AdjudicationSummary(_Frozen):
 def _check_version(data: object, where: str, current: int, what: str) -> None:
     if not isinstance(data, dict):
         raise AdjudicationError(f"{where}: a {what} must be a JSON object")
-    v = data.get("schema_version")
-    if isinstance(v, int) and not isinstance(v, bool) and v > current:
-        raise AdjudicationError(f"{where}: {what} schema_version {v} is newer than this batchsafe understands ({current})")
+    check_version(data, current, what=what, where=where, error=AdjudicationError)
 
 
-def read_labels(raw: bytes, where: str = "adjudication/labels.jsonl") -> list[LabelRecord]:
+def read_labels(raw: bytes, where: str = layout.ADJ_LABELS) -> list[LabelRecord]:
     """Label records of a labels.jsonl (bytes); refuses newer schema versions and bad lines."""
     out = []
     for n, line in enumerate(raw.splitlines(), 1):
@@ -214,7 +217,7 @@ def read_labels(raw: bytes, where: str = "adjudication/labels.jsonl") -> list[La
     return out
 
 
-def read_summary(raw: bytes, where: str = "adjudication/summary.json") -> AdjudicationSummary:
+def read_summary(raw: bytes, where: str = layout.ADJ_SUMMARY) -> AdjudicationSummary:
     """The summary of a summary.json (bytes); refuses newer schema versions."""
     try:
         data = json.loads(raw)

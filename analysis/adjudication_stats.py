@@ -61,11 +61,9 @@ def _observed(rows: Sequence[Sequence[str]]) -> float | None:
 
 def kappa_block(records: Iterable[LabelRecord], raters: Sequence[str]) -> KappaBlock:
     """Cohen's (two raters) or Fleiss' (three or more) kappa of ``raters`` on the items all of them labelled."""
-    from statsmodels.stats.inter_rater import (
-        aggregate_raters,
-        cohens_kappa,
-        fleiss_kappa,
-    )
+    from statsmodels.stats.inter_rater import aggregate_raters, fleiss_kappa
+
+    from batchsafe.analysis.stats.effects import cohen_kappa
 
     raters = sorted(raters)
     if len(raters) < 2:
@@ -87,13 +85,13 @@ def kappa_block(records: Iterable[LabelRecord], raters: Sequence[str]) -> KappaB
     else:
         table, _ = aggregate_raters(np.array([[index[x] for x in row] for row in rows]), n_cat=len(cats))
     block = {**base, "table": table.astype(int).tolist()}
-    if len(cats) == 1:
+    if len(cats) == 1:  # the degenerate rule of stats.effects.cohen_kappa, applied to Fleiss' kappa too
         return KappaBlock(**block, kappa=None, note=f"undefined: every rating is {cats[0]!r} (kappa is 0/0)")
     with warnings.catch_warnings():  # statsmodels warns on 0/0 variances; num() turns those into None
         warnings.simplefilter("ignore", RuntimeWarning)
         if method == "cohen":
-            res = cohens_kappa(table)
-            return KappaBlock(**block, kappa=num(res.kappa), ci_low=num(res.kappa_low), ci_high=num(res.kappa_upp))
+            k = cohen_kappa(table=table)
+            return KappaBlock(**block, kappa=k["kappa"], ci_low=k.get("ci_low"), ci_high=k.get("ci_high"))
         return KappaBlock(**block, kappa=num(fleiss_kappa(table, method="fleiss")))
 
 

@@ -21,14 +21,14 @@ from __future__ import annotations
 from batchsafe.core.errors import BatchsafeError
 
 import json
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from batchsafe.core import layout
 from batchsafe.core.canonical import canonical_bytes
-from batchsafe.compiler.plan import Plan, PlanError, load_plan
+from batchsafe.compiler.plan import Plan, load_plan, plan_from_bytes  # noqa: F401  (re-exported: the one plan reader)
 
 from .flips import dump_jsonl, flip_registry, read_scored
 from .identity import read_outputs
@@ -40,7 +40,7 @@ from .stats import compute_stats
 from .targets import evaluate_targets
 from batchsafe.core.atomic import atomic_write
 
-BUNDLE_PREFIX = "analysis/"
+BUNDLE_PREFIX = layout.ANALYSIS_DIR
 DEFAULT_SETTINGS = {"alpha": 0.05, "tost_margin": 0.03, "correction": "holm"}
 
 
@@ -160,20 +160,6 @@ def analyze_run(plan: Plan, run: str | Path | Mapping[str, Mapping[str, Any]], *
     return analyze_scored(scored, plots=plots, **_plan_context(plan))
 
 
-def plan_from_bytes(raw: bytes, where: str = "plan.lock.json") -> Plan:
-    """A plan from its bytes, with exactly ``load_plan``'s checks (newer schema, hash mismatch).
-
-    Goes through a temporary file so that the checks cannot drift from ``load_plan``'s.
-    """
-    with tempfile.TemporaryDirectory(prefix="batchsafe-plan-") as tmp:
-        path = Path(tmp) / "plan.lock.json"
-        path.write_bytes(raw)
-        try:
-            return load_plan(path)
-        except PlanError as exc:
-            raise PlanError(str(exc).replace(str(path), where)) from None
-
-
 def outputs_from_bytes(raw: bytes) -> dict[str, dict[str, Any]]:
     """Output records of an ``outputs/samples.jsonl`` by sample id."""
     out = {}
@@ -217,12 +203,12 @@ def load_stored_run(store: Any, ref: str) -> StoredRun:
         raise CorruptBundleError(f"bundle {bid} is damaged: {problems[0]}")
     manifest = store.manifest(bid)
     names = {e.name for e in manifest.files}
-    for needed in ("plan.lock.json", "outputs/samples.jsonl"):
+    for needed in (layout.PLAN, layout.OUTPUTS):
         if needed not in names:
             raise AnalysisError(f"bundle {bid} has no {needed}: only run bundles can be analysed")
-    plan = plan_from_bytes(store.read(bid, "plan.lock.json"), f"{bid}:plan.lock.json")
-    outputs = outputs_from_bytes(store.read(bid, "outputs/samples.jsonl"))
-    timings = timings_from_bytes(store.read(bid, "volatile/timings.jsonl")) if "volatile/timings.jsonl" in names else {}
+    plan = plan_from_bytes(store.read(bid, layout.PLAN), f"{bid}:{layout.PLAN}")
+    outputs = outputs_from_bytes(store.read(bid, layout.OUTPUTS))
+    timings = timings_from_bytes(store.read(bid, layout.TIMINGS)) if layout.TIMINGS in names else {}
     return StoredRun(bid, manifest, plan, outputs, timings)
 
 

@@ -32,19 +32,18 @@ from batchsafe.core.errors import BatchsafeError
 
 from batchsafe.core.atomic import atomic_write
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from batchsafe.core.artifact import check_version, read_json_object
 from batchsafe.core.canonical import canonical_bytes
 from batchsafe.core.fastmodel import construct
 
-from .records import SCORED_SCHEMA_VERSION, Direction, FlipRow, ScoredSample
+from .records import FLIP_SCHEMA_VERSION, SCORED_SCHEMA_VERSION, Direction, FlipRow, ScoredSample
 
-FLIP_SCHEMA_VERSION = 1
 REFUSAL_LABELS = frozenset({"refusal", "compliance"})
 _DIRECTIONS: dict[str, tuple[Direction, Direction]] = {
     # family: (score decreased, score increased)
@@ -157,16 +156,8 @@ def _load(source: str | Path | bytes, model: type[M], current: int, what: str) -
             continue
         except (ValidationError, ValueError):
             pass
-        try:
-            data = json.loads(line)
-        except ValueError as exc:
-            raise RecordError(f"{where}:{n}: not JSON: {exc}") from None
-        if not isinstance(data, dict):
-            raise RecordError(f"{where}:{n}: a {what} record must be a JSON object")
-        version = data.get("schema_version")
-        if isinstance(version, int) and not isinstance(version, bool) and version > current:
-            raise RecordError(f"{where}:{n}: {what} schema_version {version} is newer than this batchsafe "
-                              f"understands ({current})")
+        data = read_json_object(line, what=f"{what} record", where=f"{where}:{n}", error=RecordError)
+        check_version(data, current, what=what, where=f"{where}:{n}", error=RecordError)
         try:
             out.append(model.model_validate(data))
         except ValidationError as exc:

@@ -4,7 +4,7 @@ The LLM judge is a second opinion, not the primary label source (as in TR138 §1
 refusal-scored sample's output is wrapped in the refusal rubric, sent through an Engine
 (the same interface the runtime drives, so any registered engine can judge), parsed with
 ``llm_judge@1.0`` and compared with the heuristic scorer's label. Cohen's kappa comes from
-statsmodels (via ``analysis.scorers.cohen_kappa``).
+statsmodels (via ``analysis.stats.effects.cohen_kappa``, the one kappa: None when every label is the same).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from batchsafe.analysis.scorers import build_judge_request, cohen_kappa, parse_judge_reply, score
+from batchsafe.analysis.scorers import build_judge_request, parse_judge_reply, score
 from batchsafe.compiler.plan import Plan
 from batchsafe.runtime.engine import Engine, GenRequest
 
@@ -52,12 +52,9 @@ def judge_agreement(plan: Plan, outputs: Mapping[str, Mapping[str, Any]], engine
     agree = sum(r["judge"] == r["heuristic"] for r in parsed)
     kappa = None
     if parsed:
-        import warnings
+        from batchsafe.analysis.stats.effects import cohen_kappa
 
-        with warnings.catch_warnings():  # statsmodels warns on its z-value for one-label tables
-            warnings.simplefilter("ignore", RuntimeWarning)
-            k = cohen_kappa([r["heuristic"] for r in parsed], [r["judge"] for r in parsed])
-        kappa = k if k == k else None  # NaN (no variation at all) is reported as undefined
+        kappa = cohen_kappa(a=[r["heuristic"] for r in parsed], b=[r["judge"] for r in parsed])["kappa"]
     return {
         "judge": JUDGE_REF,
         "engine": type(engine).__name__,

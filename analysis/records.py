@@ -17,8 +17,13 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from batchsafe.compiler.plan import Condition as Cond  # one condition model for plan and analysis
+from batchsafe.core import layout
+from batchsafe.core.artifact import artifact
 
 SCORED_SCHEMA_VERSION = 1
+"""Newest ``ScoredSample`` version (one line of ``analysis/scores.jsonl``)."""
+FLIP_SCHEMA_VERSION = 1
+"""Newest ``FlipRow`` version (one row of the flip registry, ``analysis/flips.jsonl``)."""
 
 Direction = Literal[
     "none",
@@ -35,6 +40,7 @@ weakened/strengthened pair; capability tasks lost/gained."""
 UNSAFE_DIRECTIONS = frozenset({"refusal_to_compliance", "safety_weakened"})
 
 
+@artifact("scored sample", version=SCORED_SCHEMA_VERSION, file=layout.SCORES, lines=True)
 class ScoredSample(BaseModel):
     """One sample with its score: one line of scores.jsonl."""
 
@@ -68,12 +74,13 @@ class ScoredSample(BaseModel):
     """Wall time of the sample's group in seconds (volatile; for latency analyses only)."""
 
 
+@artifact("flip row", version=FLIP_SCHEMA_VERSION, file=layout.FLIPS, lines=True)
 class FlipRow(BaseModel):
     """One row of the flip registry: a non-baseline sample against its baseline."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
-    schema_version: Literal[1] = 1
+    schema_version: Literal[1] = FLIP_SCHEMA_VERSION
     sample: str
     baseline: str
     phase: str

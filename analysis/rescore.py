@@ -30,6 +30,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from batchsafe.core import layout
+from batchsafe.core.artifact import artifact, check_version
 from batchsafe.core.canonical import canonical_bytes
 
 from .analyze import (
@@ -41,13 +43,16 @@ from .analyze import (
 )
 from .flips import _load, dump_jsonl, flip_registry, read_flips, read_scored
 from .records import Cond, Direction, FlipRow, ScoredSample
-from .registry import check_ref, parse_ref
+from .scorers.catalogue import check_ref, parse_ref
 from .report import fnum, table
 from .scorers import registered_refs
 from .scoring import ScoringError, resolve_overrides
 
-AUDIT_ROWS = "rescore_audit.jsonl"
-AUDIT_SUMMARY = "rescore_audit.json"
+# Relative to the analysis prefix, as ``AnalysisResult.bundle_files`` names its files.
+AUDIT_ROWS = layout.RESCORE_AUDIT.removeprefix(layout.ANALYSIS_DIR)
+AUDIT_SUMMARY = layout.RESCORE_AUDIT_SUMMARY.removeprefix(layout.ANALYSIS_DIR)
+AUDIT_SCHEMA_VERSION = 1
+"""Newest version of the rescore audit rows and summary."""
 REPORT_ROWS = 50
 """Changed rows (and flip changes) tabulated in report.md; the rest are only in the JSON files."""
 OUTPUT_START = 80
@@ -58,12 +63,13 @@ class RescoreError(AnalysisError):
     """A parent whose recorded analysis cannot be compared with its rescoring."""
 
 
+@artifact("rescore audit", version=AUDIT_SCHEMA_VERSION, file=layout.RESCORE_AUDIT, lines=True)
 class RescoreRow(BaseModel):
     """One sample whose label or score changed: one line of ``analysis/rescore_audit.jsonl``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
-    schema_version: Literal[1] = 1
+    schema_version: Literal[1] = AUDIT_SCHEMA_VERSION
     """Version of this record format."""
     sample: str
     """Sample id from the plan."""
@@ -109,12 +115,13 @@ class FlipChange(BaseModel):
     """Direction in the child's registry (None: not flipped)."""
 
 
+@artifact("rescore audit summary", version=AUDIT_SCHEMA_VERSION, file=layout.RESCORE_AUDIT_SUMMARY, error=RescoreError)
 class RescoreAudit(BaseModel):
     """Summary of one rescoring: ``analysis/rescore_audit.json``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
-    schema_version: Literal[1] = 1
+    schema_version: Literal[1] = AUDIT_SCHEMA_VERSION
     """Version of this record format."""
     parent: str
     """Id of the rescored (parent) bundle."""
@@ -177,7 +184,7 @@ class RescoreResult:
 
 def read_rescore_rows(raw: bytes) -> list[RescoreRow]:
     """Rows of a ``rescore_audit.jsonl``; refuses newer schema versions (``RecordError``)."""
-    return _load(raw, RescoreRow, 1, "rescore audit")
+    return _load(raw, RescoreRow, AUDIT_SCHEMA_VERSION, "rescore audit")
 
 
 def read_rescore_audit(raw: bytes, where: str = AUDIT_SUMMARY) -> RescoreAudit:
@@ -186,9 +193,8 @@ def read_rescore_audit(raw: bytes, where: str = AUDIT_SUMMARY) -> RescoreAudit:
         data = json.loads(raw)
     except ValueError as exc:
         raise RescoreError(f"{where}: not JSON: {exc}") from None
-    version = data.get("schema_version") if isinstance(data, dict) else None
-    if isinstance(version, int) and not isinstance(version, bool) and version > 1:
-        raise RescoreError(f"{where}: schema_version {version} is newer than this batchsafe understands (1)")
+    if isinstance(data, dict):
+        check_version(data, AUDIT_SCHEMA_VERSION, where=where, error=RescoreError)
     try:
         return RescoreAudit.model_validate(data)
     except ValidationError as exc:

@@ -23,7 +23,7 @@ from batchsafe.core.fastmodel import construct
 from batchsafe.compiler.plan import Plan
 
 from .records import SCORED_SCHEMA_VERSION, ScoredSample
-from .registry import parse_ref
+from .scorers.catalogue import parse_ref
 from .scorers import get_scorer
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from batchsafe.compiler.plan import Plan
+from batchsafe.core import layout
 
 from .provenance import with_provenance
 from .store import BundleStore
@@ -35,8 +36,8 @@ def run_files(run_dir: Path) -> dict[str, Path]:
 def bundle_run(run_dir: Path, plan: Plan, store: BundleStore, *, extra: dict[str, bytes] | None = None) -> str:
     """Write the run (plus ``extra`` named byte strings) as a bundle; return its id."""
     files: dict[str, bytes | Path] = dict(run_files(run_dir))
-    files["plan.lock.json"] = plan.to_bytes()
+    files[layout.PLAN] = plan.to_bytes()
     for spec_file in plan.spec.files:
-        files[f"spec/{spec_file.path.lstrip('./')}"] = spec_file.text.encode("utf-8")
+        files[layout.spec_name(spec_file.path)] = spec_file.text.encode("utf-8")
     files.update(extra or {})
     return store.write_bundle(with_provenance(files, plan, kind="run"), kind="run")

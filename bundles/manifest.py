@@ -30,10 +30,12 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from batchsafe.core.version import __version__ as BATCHSAFE_VERSION
+from batchsafe.core import layout
+from batchsafe.core.artifact import artifact, check_version
 from batchsafe.core.canonical import canonical_bytes, hash_obj
 
 SCHEMA_VERSION = 1
-MANIFEST_NAME = "manifest.json"
+MANIFEST_NAME = layout.MANIFEST
 """Reserved top-level name: the manifest itself, in stores, archives and materialized copies."""
 
 DEFAULT_MAX_JSON_BYTES = 64 * 1024 * 1024
@@ -142,8 +144,7 @@ def _check_schema_version(data: Any) -> None:
         v = data.get("schema_version")
         if isinstance(v, bool):
             raise ValueError("schema_version must be an integer")
-        if isinstance(v, int) and v > SCHEMA_VERSION:
-            raise ValueError(f"schema_version {v} is newer than this batchsafe understands ({SCHEMA_VERSION})")
+        check_version(data, SCHEMA_VERSION, error=ValueError)
 
 
 class Manifest(BaseModel):
@@ -292,3 +293,8 @@ def load_manifest(
     if manifest_bytes(manifest) != raw:
         raise ManifestError("manifest is not in canonical form (batchsafe.core.canonical)")
     return manifest
+
+
+# The manifest as an artifact: file name, version and (hostile-input) reader, declared once.
+artifact("manifest", version=SCHEMA_VERSION, file=layout.MANIFEST, error=ManifestError,
+         reader=lambda raw, where: load_manifest(raw if isinstance(raw, bytes) else raw.encode()))(Manifest)

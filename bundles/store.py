@@ -43,6 +43,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import BinaryIO
 
+from batchsafe.core import layout
 from batchsafe.core.canonical import normalize_digest, sha256_tag
 
 from .manifest import (
@@ -110,9 +111,9 @@ class BundleStore:
     def __init__(self, root: Path | str) -> None:
         """Open (creating if needed) the store at ``root``."""
         self.root = Path(root)
-        self.objects_dir = self.root / "objects"
-        self.bundles_dir = self.root / "bundles"
-        self.tmp_dir = self.root / "tmp"
+        self.objects_dir = self.root / layout.STORE_OBJECTS
+        self.bundles_dir = self.root / layout.STORE_BUNDLES
+        self.tmp_dir = self.root / layout.STORE_TMP
         for d in (self.objects_dir, self.bundles_dir, self.tmp_dir):
             d.mkdir(parents=True, exist_ok=True)
 

@@ -39,6 +39,7 @@ import re
 from functools import lru_cache
 
 from .base import MetaError, Score, normalise_v1
+from .catalogue import scorer
 
 _DEFAULT_LABELS = "ABCDEFGH"
 
@@ -143,6 +144,7 @@ def extract_choice(output: str, labels: tuple[str, ...] | list[str], choices: li
     return None, "unparsed"
 
 
+@scorer("mcq_letter", "1.0", needs=("answer",), summary="Answer-letter extraction vs the reference letter.")
 def score_mcq_letter_v1_0(output: str, meta: dict) -> Score:
     """mcq_letter@1.0: the extracted label against ``meta["answer"]``.
 
@@ -170,6 +172,8 @@ _UNKNOWN = re.compile(
 )
 
 
+@scorer("bias", "1.0", needs=("answer", "choices", "biased_answer", "anti_biased_answer"),
+        summary="BBQ: chosen option vs stereotyped and anti-stereotyped answers.")
 def score_bias_v1_0(output: str, meta: dict) -> Score:
     """bias@1.0 (BBQ): which option the output picks, relative to the stereotype.
 

@@ -1,4 +1,4 @@
-"""llm_judge@1.0: a rubric prompt for a judge model, the parser of its reply, and Cohen's kappa.
+"""llm_judge@1.0: a rubric prompt for a judge model and the parser of its reply.
 
 The judge is a second label source for agreement studies (TR138 section 5.4), never the
 primary one. Scoring takes two steps because the judge needs an engine, which scorers
@@ -21,9 +21,9 @@ from __future__ import annotations
 from batchsafe.core.errors import BatchsafeError
 
 import re
-from collections.abc import Sequence
 
 from .base import Score, normalise_v1
+from .catalogue import scorer
 
 
 class JudgeRequired(BatchsafeError, RuntimeError):
@@ -132,6 +132,7 @@ def parse_judge_reply(text: str, rubric: str = "refusal") -> Score:
     return Score(0.5, "unparsed", detail)
 
 
+@scorer("llm_judge", "1.0", summary="Rubric prompt sent through an engine; for agreement studies.")
 def score_llm_judge_v1_0(output: str, meta: dict) -> Score:
     """llm_judge@1.0: parse ``meta["judge_reply"]``; raise JudgeRequired when there is none."""
     reply = meta.get("judge_reply")
@@ -143,27 +144,3 @@ def score_llm_judge_v1_0(output: str, meta: dict) -> Score:
         )
     return parse_judge_reply(reply, meta.get("judge_rubric", "refusal"))
 
-
-def cohen_kappa(labels_a: Sequence[str], labels_b: Sequence[str]) -> float:
-    """Cohen's kappa of two raters' labels for the same items (unweighted).
-
-    Builds the square confusion table over the sorted union of labels and calls
-    ``statsmodels.stats.inter_rater.cohens_kappa``. Raises ValueError on unequal lengths or
-    no items; returns 1.0 when both raters give one identical label to every item (the
-    formula is 0/0 there, and the raters agree perfectly).
-    """
-    if len(labels_a) != len(labels_b):
-        raise ValueError(f"label lists differ in length: {len(labels_a)} vs {len(labels_b)}")
-    if not labels_a:
-        raise ValueError("cohen_kappa needs at least one item")
-    import numpy as np
-    from statsmodels.stats.inter_rater import cohens_kappa as _sm_kappa
-
-    cats = sorted(set(map(str, labels_a)) | set(map(str, labels_b)))
-    if len(cats) == 1:
-        return 1.0
-    index = {c: i for i, c in enumerate(cats)}
-    table = np.zeros((len(cats), len(cats)))
-    for a, b in zip(labels_a, labels_b):
-        table[index[str(a)], index[str(b)]] += 1
-    return float(_sm_kappa(table).kappa)

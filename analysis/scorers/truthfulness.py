@@ -36,6 +36,7 @@ import re
 from collections import Counter
 
 from .base import MetaError, Score, content_tokens, normalise_v1
+from .catalogue import scorer
 
 MARGIN = 0.1
 MAX_SENTENCES = 3
@@ -87,6 +88,8 @@ def _references(meta: dict, many: str, best: str) -> list[str]:
     return out
 
 
+@scorer("truthfulness", "1.0", needs=("correct_answers", "incorrect_answers"),
+        summary="TruthfulQA: candidate vs correct and incorrect answers.")
 def score_truthfulness_v1_0(output: str, meta: dict) -> Score:
     """truthfulness@1.0 (see the module docstring for the method).
 

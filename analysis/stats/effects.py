@@ -171,8 +171,12 @@ def cohen_kappa(table: Sequence[Sequence[int]] | None = None, a: Sequence[Any] |
     """Cohen's kappa (``statsmodels.stats.inter_rater.cohens_kappa``) from a square table
     (rows rater a, columns rater b) or from two equal-length label lists.
 
-    Chance agreement of 1 (both raters used one and the same category) leaves kappa
-    undefined: kappa None with a note; ``agreement`` is still reported.
+    The one Cohen's kappa of batchsafe (the LLM-judge agreement and the adjudication
+    summary use it too), with one rule for the degenerate table: when every rating of
+    both raters is one and the same label, chance agreement is 1 and kappa is 0/0, so
+    ``kappa`` is None (undefined, not 1.0) with a note; ``agreement`` is still reported.
+    Otherwise ``kappa`` with its asymptotic 95 % interval (``ci_low``, ``ci_high``).
+    No items at all: ``kappa`` and ``agreement`` None, note ``n=0``.
     """
     labels: list[str] | None = None
     if table is None:
@@ -198,4 +202,5 @@ def cohen_kappa(table: Sequence[Sequence[int]] | None = None, a: Sequence[Any] |
                 "note": "chance agreement is 1: kappa undefined"}
     with quiet():
         res = _sm_kappa(t)
-    return {**out, "kappa": num(res.kappa), "agreement": agreement, "expected_agreement": expected}
+    return {**out, "kappa": num(res.kappa), "ci_low": num(res.kappa_low), "ci_high": num(res.kappa_upp),
+            "agreement": agreement, "expected_agreement": expected}

@@ -9,6 +9,7 @@ falls back to line by line only to name the first bad line.
 
 from __future__ import annotations
 
+from batchsafe.core.artifact import check_version
 from batchsafe.core.errors import BatchsafeError
 
 from typing import Any
@@ -28,9 +29,7 @@ def check_record(obj: Any, where: str, n: int, what: str, current: int | None) -
         v = obj.get("schema_version")
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
             raise JsonLineError(f"{where}:{n}: {what} has no valid schema_version ({v!r})")
-        if v > current:
-            raise JsonLineError(f"{where}:{n}: {what} schema_version {v} is newer than this batchsafe "
-                                f"understands ({current})")
+        check_version(obj, current, what=what, where=f"{where}:{n}", error=JsonLineError)
     return obj
 
 
