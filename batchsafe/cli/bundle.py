@@ -26,6 +26,8 @@ def cmd_bundle_make(args: argparse.Namespace) -> int:
     con.print(f"outputs:  {res.outputs_sha256}", markup=False)
     con.print(f"bundle:   {res.bundle_id}", markup=False)
     con.print(f"stored:   {res.bundle_dir}", markup=False)
+    if res.report is not None:
+        con.print(f"report:   {res.report}", markup=False)
     return EXIT_OK
 
 
