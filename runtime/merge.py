@@ -14,7 +14,8 @@ single-process journal order), and ``outputs/`` is written from that journal by 
 ``volatile/timings.jsonl`` (plan order, ``shard`` added), ``volatile/engines.jsonl``,
 ``logs/run.log`` (one section per shard), ``environment.json`` (shard 0's machine, every
 shard's engines, and each shard's environment under ``shards``), launch records
-renumbered in shard order with their server logs, ``volatile/shards.json``.
+renumbered in shard order with their server logs, ``volatile/shards.json`` and
+``volatile/shard_manifest.json``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from batchsafe.compiler.plan import Plan
+from batchsafe.core import layout
 from batchsafe.core.atomic import atomic_write, fsync_dir
 from batchsafe.core.canonical import hash_file
 from batchsafe.core.errors import EXIT_FAIL, EXIT_USAGE, BatchsafeError
@@ -34,9 +36,12 @@ from batchsafe.runtime import journal as jr
 from batchsafe.runtime.partial import PARTIAL_FILE, PartialRecord, read_partial
 from batchsafe.runtime.shard import MANIFEST_FILE, ShardManifest, shard_plan
 
+MERGED_MANIFEST = "volatile/" + MANIFEST_FILE
+"""Where the merged run keeps the manifest: how the run was spread over workers is execution
+detail (the outputs do not depend on it), so it sits with the timings, not with the results."""
 #: Files of a partial that merge rebuilds rather than copies.
-_REBUILT = {"run.json", jr.JOURNAL_FILE, ".lock", PARTIAL_FILE, MANIFEST_FILE, "environment.json",
-            "volatile/timings.jsonl", "volatile/engines.jsonl", "logs/run.log"}
+_REBUILT = {layout.RUN, jr.JOURNAL_FILE, ".lock", PARTIAL_FILE, MANIFEST_FILE, layout.ENVIRONMENT,
+            layout.TIMINGS, "volatile/engines.jsonl", "logs/run.log"}
 
 
 class MergeError(BatchsafeError):
@@ -168,7 +173,7 @@ def _write(plan: Plan, parts: list[_Part], manifest: ShardManifest, d: Path) -> 
         jr.write_outputs(plan, d)  # the coverage check again, on the merged journal
     except jr.CoverageError as exc:
         raise MergeError(str(exc)) from None
-    manifest.write(d)
+    atomic_write(d / MERGED_MANIFEST, manifest.to_bytes())
     timings: list[tuple[int, bytes]] = []
     engines: list[bytes] = []
     log: list[str] = []
@@ -185,7 +190,7 @@ def _write(plan: Plan, parts: list[_Part], manifest: ShardManifest, d: Path) -> 
                    f"(from {p.dir.name})\n")
         run_log = p.dir / "logs" / "run.log"
         log.append(run_log.read_text(encoding="utf-8", errors="replace") if run_log.is_file() else "")
-        env_path = p.dir / "environment.json"
+        env_path = p.dir / layout.ENVIRONMENT
         envs.append(json.loads(env_path.read_bytes()) if env_path.is_file() else {})
     atomic_write(d / "volatile" / "timings.jsonl", b"".join(line for _, line in sorted(timings, key=lambda t: t[0])))
     atomic_write(d / "volatile" / "engines.jsonl", b"".join(engines))
@@ -193,7 +198,7 @@ def _write(plan: Plan, parts: list[_Part], manifest: ShardManifest, d: Path) -> 
     env = dict(envs[0])
     env["engines"] = [e for x in envs for e in x.get("engines", [])]
     env["shards"] = [{"shard": p.rec.shard, **x} for p, x in zip(parts, envs)]
-    atomic_write(d / "environment.json", json.dumps(env, indent=2, sort_keys=True).encode() + b"\n")
+    atomic_write(d / layout.ENVIRONMENT, json.dumps(env, indent=2, sort_keys=True).encode() + b"\n")
     atomic_write(d / "volatile" / "shards.json", json.dumps(
         [{"shard": p.rec.shard, "workers": p.rec.workers, "groups": p.rec.groups, "samples": p.rec.samples,
           "journal_sha256": p.rec.journal_sha256, "partial": p.dir.name} for p in parts],

@@ -62,6 +62,7 @@ def test_merge_is_byte_identical_to_one_process(plan, runs, tmp_path):
     assert [t["group"] for t in timings] == [g.id for g in sorted(plan.groups, key=lambda g: g.index)]
     assert {t["shard"] for t in timings} == set(range(N))
     env = json.loads((tmp_path / "merged" / "environment.json").read_bytes())
+    assert (tmp_path / "merged" / "volatile" / "shard_manifest.json").read_bytes() == shard_plan(plan, N).to_bytes()
     assert [s["shard"] for s in env["shards"]] == list(range(N))
     # The merged directory is a complete normal run: resuming it runs nothing.
     s = run_plan(plan, tmp_path / "merged", resume=True, engine_factory=fakes.FakeFactory(), progress=False)
