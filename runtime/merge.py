@@ -197,7 +197,7 @@ def _write(plan: Plan, parts: list[_Part], manifest: ShardManifest, d: Path) -> 
     env = dict(envs[0])
     env["engines"] = [e for x in envs for e in x.get("engines", [])]
     env["shards"] = [{"shard": p.rec.shard, **x} for p, x in zip(parts, envs)]
-    atomic_write(d / layout.ENVIRONMENT, json.dumps(env, indent=2, sort_keys=True).encode() + b"\n")
+    atomic_write(d / "environment.json", json.dumps(env, indent=2, sort_keys=True).encode() + b"\n")
     atomic_write(d / "volatile" / "shards.json", json.dumps(
         [{"shard": p.rec.shard, "workers": p.rec.workers, "groups": p.rec.groups, "samples": p.rec.samples,
           "journal_sha256": p.rec.journal_sha256, "partial": p.dir.name} for p in parts],
