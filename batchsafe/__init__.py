@@ -33,15 +33,21 @@ _API = {
     "diff_bundles": "batchsafe.verification.diff",
     "open_registry": "batchsafe.registry",
     "BatchsafeError": "batchsafe.core.errors",
+    "ENGINES": "batchsafe.runtime.engines.catalogue",
+    "SCORERS": "batchsafe.analysis.scorers.catalogue",
 }
 
-__all__ = ["__version__", *_API]
+_ALIASES = {"analyze": "analyze_bundle", "rescore": "rescore_bundle"}
+"""Short names of the issue's API list, for the same functions."""
+
+__all__ = ["__version__", *_API, *_ALIASES]
 
 
 def __getattr__(name: str) -> Any:
     # PEP 562: the stage module is imported on first use of one of its names.
-    if name in _API:
-        value = getattr(importlib.import_module(_API[name]), name)
+    if name in _API or name in _ALIASES:
+        target = _ALIASES.get(name, name)
+        value = getattr(importlib.import_module(_API[target]), target)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'batchsafe' has no attribute {name!r}")

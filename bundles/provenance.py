@@ -31,6 +31,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from batchsafe.core import layout
 from batchsafe.core.canonical import canonical_bytes, hash_file, sha256_tag
 from batchsafe.core.version import __version__
 
@@ -40,10 +41,7 @@ STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://slsa.dev/provenance/v1"
 BUILD_TYPE = "urn:batchsafe:build-type:bundle:v1"
 BUILDER_ID = "urn:batchsafe:builder:local"
-PLAN = "plan.lock.json"
-TIMINGS = "volatile/timings.jsonl"
-ENVIRONMENT = "environment.json"
-LAUNCH_PREFIX = "launch/"
+PLAN, TIMINGS, ENVIRONMENT, LAUNCH_PREFIX = layout.PLAN, layout.TIMINGS, layout.ENVIRONMENT, layout.LAUNCH_DIR
 
 Reader = Callable[[str], bytes | None]
 """Returns a bundle file's bytes, or None when the bundle has no such (readable) file."""
@@ -159,7 +157,7 @@ def build_statement(digests: Mapping[str, str], plan: Any, read: Reader, *, kind
     timings = read(TIMINGS) if TIMINGS in digests else None
     env = _json(read(ENVIRONMENT)) if ENVIRONMENT in digests else None
     started, finished = _times(timings)
-    seed = f"{plan.plan_hash}:{kind}:{parent or ''}:{digests.get(TIMINGS) or digests.get('outputs/samples.jsonl', '')}"
+    seed = f"{plan.plan_hash}:{kind}:{parent or ''}:{digests.get(TIMINGS) or digests.get(layout.OUTPUTS, '')}"
     metadata: dict[str, Any] = {"invocationId": "urn:batchsafe:invocation:" + hashlib.sha256(seed.encode()).hexdigest()[:32]}
     if started:
         metadata["startedOn"], metadata["finishedOn"] = started, finished

@@ -9,21 +9,17 @@ import difflib
 from collections.abc import Iterable
 from typing import Any
 
-from batchsafe.analysis.registry import SCORERS, check_ref, parse_ref
+from batchsafe.analysis.scorers.catalogue import SCORERS, check_ref, parse_ref
+from batchsafe.runtime.engines.catalogue import ENGINES
 
 from .datasets import format_fields
 from .diagnostics import Diagnostic
 from .render import SPECIAL_FIELDS, placeholders
-from .spec import LlamaCppEngine, OllamaEngine, Phase, Spec, TransformersEngine, VLLMEngine
+from .spec import LlamaCppEngine, OllamaEngine, Phase, Spec, VLLMEngine
 from .yamlspec import LocatedDoc, diag_at
 
-#: Dispatch modes each engine kind implements.
-ENGINE_MODES = {
-    "vllm": ("sequential", "synchronized", "prompt_list", "concurrent"),
-    "ollama": ("sequential", "concurrent"),
-    "llamacpp": ("sequential", "synchronized", "prompt_list", "concurrent"),
-    "transformers": ("sequential", "prompt_list"),
-}
+#: Dispatch modes each engine kind implements, as the engine catalogue declares them.
+ENGINE_MODES = {kind: info.modes for kind, info in ENGINES.items()}
 
 #: Axes each phase kind must set.
 KIND_AXES = {
@@ -231,8 +227,8 @@ class Checker:
     def check_binding(self, path: tuple[Any, ...], name: str, phase: Phase, engine: Any) -> None:
         """The model must have the reference this engine needs, pinned."""
         model = self.spec.models[name]
-        if isinstance(engine, (VLLMEngine, TransformersEngine)):
-            if model.hf is None and not (isinstance(engine, TransformersEngine) and model.gguf):
+        if isinstance(engine, VLLMEngine):
+            if model.hf is None:
                 self.error(path, "missing-key", f"model {name!r} has no hf reference, needed by engine kind {engine.kind}")
             elif model.hf is not None:
                 self.pin(path, f"models.{name}.hf {model.hf.repo} revision", model.hf.revision is not None

@@ -28,7 +28,8 @@ from .render import RenderError, render_prompt
 from .schedule import ScheduleError, schedule_phase
 from .selection import Candidate, SelectionError, rank_key, select
 from .spec import Spec, Task, spec_json_schema
-from .yamlspec import LocatedDoc, diag_at, resolve_spec, validate_schema
+from .schema_errors import validate_schema
+from .yamlspec import LocatedDoc, diag_at, resolve_spec
 
 DATA_ENV = "BATCHSAFE_DATA"
 # Keys that say where something is, not what runs (engines.*.launch's python/model_dir/

@@ -15,6 +15,7 @@ Every problem is a :class:`PriorError` carrying a diagnostic code and the key un
 
 from __future__ import annotations
 
+from batchsafe.core import layout
 from batchsafe.core.errors import BatchsafeError
 
 import os
@@ -31,9 +32,7 @@ STORE_ENV = "BATCHSAFE_STORE"
 DEFAULT_STORE = "runs/store"
 """Default store, relative to the working directory (as ``batchsafe.pipeline.default_store`` with the default --out)."""
 
-PLAN_FILE = "plan.lock.json"
-FLIPS_FILE = "analysis/flips.jsonl"
-SCORES_FILE = "analysis/scores.jsonl"
+PLAN_FILE, FLIPS_FILE, SCORES_FILE = layout.PLAN, layout.FLIPS, layout.SCORES
 
 
 @dataclass
@@ -115,13 +114,12 @@ class PriorReader:
         return got
 
     def _open(self, bid: str) -> PriorBundle:
-        from batchsafe.analysis.analyze import plan_from_bytes
         from batchsafe.bundles.store import BundleError, BundleStore
-        from batchsafe.compiler.plan import PlanError
+        from batchsafe.compiler.plan import PlanError, plan_from_bytes
 
         # Look before opening: BundleStore creates its directories, and a compile must not
         # turn a mistyped --store into an empty store.
-        if not (self.root / "bundles" / bid.split(":", 1)[1] / "manifest.json").is_file():
+        if not layout.manifest_path(self.root, bid).is_file():
             where = f"the store {self.label}" + ("" if self.root.is_dir() else " (which does not exist)")
             raise PriorError("bundle-not-found", f"bundle {bid} is not in {where}",
                              f"import it with batchsafe bundle unpack ARCHIVE --store {self.label}, "

@@ -16,11 +16,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
+from batchsafe.runtime.engines.catalogue import DISPATCH_MODES
+
 from .spec_base import (DATASET_FORMATS, GIT_REV_PATTERN, IMAGE_PATTERN, METRIC_PATTERN, NAME_PATTERN,  # noqa: F401
                         SCORER_PATTERN, SHA256_PATTERN, SPEC_SCHEMA_VERSION, DatasetFormat, Name, Quant, Scalar,
                         Sha256, Strict)
 from .spec_refs import (EngineSpec, GGUFRef, HFRef, HubFile, Launch, LlamaCppEngine, LocalFile, Model,  # noqa: F401
-                        ModelSource, OllamaEngine, OllamaRef, PyPIChunks, PyPIFile, TransformersEngine, VLLMEngine)
+                        ModelSource, OllamaEngine, OllamaRef, PyPIChunks, PyPIFile, VLLMEngine)
 
 
 class Experiment(Strict):
@@ -242,7 +244,7 @@ class Phase(Strict):
     """Engine name (a key of ``engines``)."""
     tasks: list[Name] = Field(min_length=1)
     """Task names whose selected prompts are the phase's targets."""
-    dispatch: Literal["sequential", "synchronized", "prompt_list", "concurrent"]
+    dispatch: Literal[DISPATCH_MODES]  # type: ignore[valid-type]  (the engine catalogue's modes)
     """How each group reaches the engine."""
     axes: Axes
     """Condition axes."""

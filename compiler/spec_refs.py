@@ -9,6 +9,8 @@ from typing import Annotated, Literal, Union
 
 from pydantic import Field
 
+from batchsafe.runtime.engines.catalogue import ENGINES
+
 from .spec_base import GIT_REV_PATTERN, IMAGE_PATTERN, Quant, Scalar, Sha256, Strict
 
 
@@ -96,9 +98,9 @@ class Model(Strict):
     params_m: int | None = Field(None, ge=1)
     """Parameter count in millions (informational)."""
     hf: HFRef | None = None
-    """Reference used by vLLM and transformers."""
+    """Reference used by vLLM."""
     gguf: GGUFRef | None = None
-    """Reference used by the embedded llama.cpp engine (and transformers' GGUF loader)."""
+    """Reference used by the embedded llama.cpp engine."""
     ollama: OllamaRef | None = None
     """Reference used by Ollama."""
 
@@ -141,7 +143,7 @@ class VLLMEngine(Strict):
     """Server arguments after --model, e.g. [--max-model-len, '2048', --dtype, float16]."""
     env: dict[str, str] = Field(default_factory=dict)
     """Server environment, e.g. VLLM_BATCH_INVARIANT: '0'."""
-    endpoint: str = "http://127.0.0.1:8000"
+    endpoint: str = ENGINES["vllm"].default_endpoint  # type: ignore[assignment]
     """Base URL of the running server (a locator: not part of the plan's identity)."""
 
 
@@ -155,7 +157,7 @@ class OllamaEngine(Strict):
     """Server environment, e.g. OLLAMA_NUM_PARALLEL: '8'."""
     options: dict[str, Scalar] = Field(default_factory=dict)
     """Request options (num_ctx, seed, ...), merged over the decoding policy."""
-    endpoint: str = "http://127.0.0.1:11434"
+    endpoint: str = ENGINES["ollama"].default_endpoint  # type: ignore[assignment]
     """Base URL of the running server (a locator)."""
 
 
@@ -173,16 +175,6 @@ class LlamaCppEngine(Strict):
     """Jinja chat template overriding the one in the GGUF metadata."""
 
 
-class TransformersEngine(Strict):
-    """Hugging Face transformers, in process."""
-
-    kind: Literal["transformers"]
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    """Weights and compute dtype (fp32 outputs did not change with batch size in our runs, bf16 did)."""
-    device: Literal["cpu", "cuda"] = "cpu"
-    """Device to run on."""
-    attn_implementation: Literal["eager", "sdpa"] = "eager"
-    """Attention kernel."""
-
-
-EngineSpec = Annotated[Union[VLLMEngine, OllamaEngine, LlamaCppEngine, TransformersEngine], Field(discriminator="kind")]
+# One config class per kind of the engine catalogue, and no other: a kind without an
+# adapter is refused by the schema (tests/runtime/test_catalogue.py keeps the two equal).
+EngineSpec = Annotated[Union[VLLMEngine, OllamaEngine, LlamaCppEngine], Field(discriminator="kind")]

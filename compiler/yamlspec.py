@@ -55,7 +55,7 @@ from batchsafe.compiler.diagnostics import (Diagnostic, SpecError, clip, describ
 
 from batchsafe.compiler.yaml_syntax import MAX_DEPTH, AliasComposer, syntax_diag
 
-__all__ = ["Pos", "LocatedDoc", "load_located", "resolve_spec", "validate_schema", "diag_at"]
+__all__ = ["Pos", "LocatedDoc", "load_located", "resolve_spec", "diag_at"]
 
 Pos = tuple[str, int, int]
 """(file, line, col), both 1-based."""
@@ -464,13 +464,3 @@ def resolve_spec(path: str | Path) -> LocatedDoc:
     if diags or tree is None:
         raise SpecError(diags)
     return _to_doc(tree, files, texts, deleted)
-
-
-# --------------------------------------------------------------------------- schema
-
-
-def validate_schema(doc: "LocatedDoc", schema: dict) -> list[Diagnostic]:
-    """Validate ``doc`` against ``schema``; see ``compiler.schema_errors.validate_schema``."""
-    from batchsafe.compiler.schema_errors import validate_schema as _validate
-
-    return _validate(doc, schema)

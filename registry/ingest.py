@@ -16,21 +16,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 from pydantic import TypeAdapter, ValidationError
 
 from batchsafe.analysis.flips import FLIP_SCHEMA_VERSION
 from batchsafe.analysis.records import FlipRow
+from batchsafe.core import layout
 from batchsafe.core.canonical import canonical_bytes
 from batchsafe.core.jsonl import JsonLineError, parse_lines
-from batchsafe.compiler.plan import PLAN_SCHEMA_VERSION, Condition, Message, Prompt
+from batchsafe.compiler.plan import Condition, Message, Prompt, plan_header
 from batchsafe.verification.source import BundleSource
 
 from .migrations import RegistryError
 
-FLIPS_FILE = "analysis/flips.jsonl"
-PLAN_FILE = "plan.lock.json"
-SCORES_FILE = "analysis/scores.jsonl"
+FLIPS_FILE, PLAN_FILE, SCORES_FILE = layout.FLIPS, layout.PLAN, layout.SCORES
 PREVIEW_CHARS = 80
 """Length of a prompt's text preview (the last user message)."""
 
@@ -100,21 +98,12 @@ def parse_flips(raw: bytes, where: str) -> list[tuple[int, FlipRow]]:
 def parse_plan(raw: bytes, where: str) -> tuple[dict[str, Any], dict[str, Prompt], int]:
     """(experiment, prompts by id, number of samples) of a plan.lock.json.
 
-    Only what the registry records is validated; the plan hash is ``batchsafe verify``'s
-    business (the registry records the hash the plan declares).
+    Parsed and version-gated by the plan's own ``plan_header``; only what the registry
+    records is validated beyond that (a partial view, for speed on 30k-sample plans): the
+    plan hash is ``batchsafe verify``'s business (the registry records the hash the plan
+    declares).
     """
-    try:
-        plan = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise BundleContentError(f"{where}: not JSON: {exc}") from None
-    if not isinstance(plan, dict):
-        raise BundleContentError(f"{where}: not a plan (top level is not an object)")
-    version = plan.get("schema_version")
-    if not isinstance(version, int) or isinstance(version, bool):
-        raise BundleContentError(f"{where}: not a plan (no integer schema_version)")
-    if version > PLAN_SCHEMA_VERSION:
-        raise BundleContentError(f"{where}: plan schema_version {version} is newer than this batchsafe "
-                                 f"understands ({PLAN_SCHEMA_VERSION})")
+    plan, _ = plan_header(raw, where, BundleContentError)
     experiment, samples = plan.get("experiment"), plan.get("samples")
     if not isinstance(experiment, dict) or not isinstance(samples, list) or not isinstance(plan.get("plan_hash"), str):
         raise BundleContentError(f"{where}: plan lacks experiment, samples or plan_hash")

@@ -15,7 +15,6 @@ that go into the journal.
 from __future__ import annotations
 
 import importlib
-import sys
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -32,20 +31,12 @@ from batchsafe.runtime.engine import (
     engine_class,
     registered_engines,
 )
-from batchsafe.runtime.engines import ollama as _ollama, vllm as _vllm  # noqa: F401  (importing registers the HTTP adapters)
+from batchsafe.runtime.engines.catalogue import ENGINES
 
 SERVER_PROBES: dict[str, tuple[str, str, str]] = {
-    "vllm": ("vLLM", "http://127.0.0.1:8000", "/v1/models"),
-    "ollama": ("Ollama", "http://127.0.0.1:11434", "/api/version"),
+    k: (e.display, e.default_endpoint, e.health_path) for k, e in ENGINES.items() if e.default_endpoint and e.health_path
 }
-"""Server engine kind -> (display name, default endpoint, health path)."""
-
-MISSING: dict[str, str] = {
-    "vllm": "an HTTP adapter for vLLM's OpenAI API (runtime/engines/vllm.py) registered as 'vllm'",
-    "ollama": "an HTTP adapter for Ollama's API (runtime/engines/ollama.py) registered as 'ollama'",
-    "transformers": "the transformers adapter (runtime/engines/transformers.py) plus torch and transformers",
-}
-"""What a build needs for each engine kind it cannot run yet."""
+"""Server engine kind -> (display name, default endpoint, health path), from the engine catalogue."""
 
 PROBE_TIMEOUT_S = 2.0
 
@@ -57,7 +48,7 @@ class Binding:
     engine: str
     """Engine name in the plan."""
     kind: str
-    """Engine kind (llamacpp, vllm, ollama, transformers)."""
+    """Engine kind (one of ``runtime/engines/catalogue.py``'s: llamacpp, vllm, ollama)."""
     model: str
     """Model name in the plan."""
     quant: str | None = None
@@ -227,15 +218,15 @@ def preflight(plan: Plan, groups: list[Group] | None = None) -> list[str]:
             continue
         if ("llama", None) not in seen:
             seen.add(("llama", None))
+            info = ENGINES["llamacpp"]
             try:
-                importlib.import_module("llama_cpp")
-                importlib.import_module("batchsafe.runtime.engines.llamacpp")
+                for module in info.requires:
+                    importlib.import_module(module)
+                info.factory()
             except ImportError as exc:
                 _add(problems, f"engine {eng.name!r} (llamacpp) needs llama-cpp-python: {exc}; "
-                               "install with: pip install 'batchsafe[embedded]'")
-        modes = ("sequential", "synchronized", "prompt_list")
-        if "batchsafe.runtime.engines.llamacpp" in sys.modules:
-            modes = engine_class("llamacpp").capabilities.modes
+                               f"install with: pip install 'batchsafe[{','.join(info.extras)}]'")
+        modes = ENGINES["llamacpp"].modes  # the catalogue's, whether or not llama_cpp imported
         if g.mode not in modes:
             _add(problems, f"engine {eng.name!r} (llamacpp) does not implement dispatch mode {g.mode!r} "
                            f"(group {g.id}, phase {g.phase}); it implements {', '.join(modes)}")
@@ -277,7 +268,10 @@ def _launch_problems(plan: Plan, engine: str, groups: list[Group]) -> list[str]:
 
 
 def _unavailable(kind: str, why: str | None) -> str:
-    msg = f"engine kind {kind} is not available in this build: needs {MISSING.get(kind, 'an adapter for it')}"
+    info = ENGINES.get(kind)
+    needs = (f"{info.target} with pip install 'batchsafe[{','.join(info.extras)}]'" if info and info.extras
+             else info.target if info else "an adapter declared in runtime/engines/catalogue.py")
+    msg = f"engine kind {kind} is not available in this build: needs {needs}"
     # An unreachable server is the first thing to fix, so it leads the message.
     return f"{why}; besides, {msg}" if why else msg
 

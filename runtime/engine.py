@@ -2,39 +2,21 @@
 
 An engine receives a dispatch group (the requests that the plan says run together)
 and a dispatch mode, and returns one result per request, in order. Engines are
-registered by name; the plan names the engine, never a class path.
+declared by kind in ``runtime/engines/catalogue.py`` and loaded on first use; the plan
+names the engine kind, never a class path.
 """
 
 from __future__ import annotations
 
 from batchsafe.core.errors import EXIT_FAIL, BatchsafeError
+from batchsafe.runtime.engines.catalogue import DISPATCH_MODES, ENGINES, Capabilities  # noqa: F401  (re-exported)
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-DISPATCH_MODES = ("sequential", "synchronized", "prompt_list", "concurrent")
-"""How the requests of one group reach the engine.
-
-sequential: one at a time (the K=1 baseline path).
-synchronized: K separate requests released together (vLLM-style in-flight batch).
-prompt_list: one call carrying all K prompts (true batching).
-concurrent: K requests from K concurrent clients (load, not necessarily batching).
-"""
-
-
-@dataclass(frozen=True)
-class Capabilities:
-    """What an engine can honestly do; the executor refuses a plan that asks for more."""
-
-    true_batching: bool = False
-    """Decodes the K sequences of a group in one forward pass (distinct sequence ids)."""
-    concurrency: bool = False
-    """Accepts K concurrent requests (e.g. a server on loopback)."""
-    quant_variants: bool = False
-    """Can build or select quantization variants (Q8_0, Q4_K_M, Q2_K, ...)."""
-    modes: tuple[str, ...] = ("sequential",)
-    """Dispatch modes from DISPATCH_MODES it implements."""
+# The dispatch modes and capability flags are declared with the engine kinds, in the
+# catalogue (one place); they are re-exported here for adapters and the executor.
 
 
 @dataclass(frozen=True)
@@ -107,14 +89,20 @@ def register(cls: type[Engine]) -> type[Engine]:
 
 
 def engine_class(name: str) -> type[Engine]:
-    """Look up a registered engine by name, with a clear error listing the known ones."""
+    """The engine class of kind ``name``, imported through its catalogue factory on first use.
+
+    Classes registered directly (tests, plug-ins) are found too; anything else is an
+    EngineError listing the known kinds.
+    """
+    if name not in _REGISTRY and name in ENGINES:
+        _REGISTRY[name] = ENGINES[name].factory()
     try:
         return _REGISTRY[name]
     except KeyError:
-        known = ", ".join(sorted(_REGISTRY)) or "(none)"
+        known = ", ".join(registered_engines()) or "(none)"
         raise EngineError(f"unknown engine {name!r}; registered: {known}") from None
 
 
 def registered_engines() -> list[str]:
-    """Names of all registered engines."""
-    return sorted(_REGISTRY)
+    """Names of all engines: the catalogue's kinds and any class registered directly."""
+    return sorted(set(_REGISTRY) | set(ENGINES))

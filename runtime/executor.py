@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from batchsafe.compiler.plan import Group, Plan
+from batchsafe.core import layout
 from batchsafe.core.errors import EXIT_FAIL, EXIT_INTERRUPTED, EXIT_USAGE, BatchsafeError
 from batchsafe.runtime import journal as jr
 from batchsafe.runtime.bindings import (Binding, binding_for, build_requests, check_results, default_engine_factory,
@@ -227,7 +228,7 @@ def finalize(plan: Plan, run_dir: Path) -> dict[str, Path]:
         raise RunError(str(exc)) from None
     from batchsafe.runtime.environment import capture_environment, engine_records
 
-    paths["environment"] = run_dir / "environment.json"
+    paths["environment"] = run_dir / layout.ENVIRONMENT
     env = capture_environment(engine_records(run_dir / "volatile" / "engines.jsonl"))
     jr.write_atomic(paths["environment"], json.dumps(env, indent=2, sort_keys=True).encode() + b"\n")
     jr.write_run_info(run_dir, plan, completed=True)

@@ -25,12 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from batchsafe.core import layout
 from batchsafe.core.canonical import canonical_bytes, hash_obj
 from batchsafe.compiler.plan import Group, Plan
 from batchsafe.core.atomic import atomic_write, fsync_dir
 
 JOURNAL_VERSION = 1
-RUN_FILE = "run.json"
+RUN_FILE = layout.RUN
 JOURNAL_FILE = "journal.jsonl"
 
 

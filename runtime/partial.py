@@ -25,6 +25,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from batchsafe.compiler.plan import Plan
+from batchsafe.core import layout
 from batchsafe.core.atomic import atomic_write
 from batchsafe.core.canonical import canonical_bytes, hash_file
 from batchsafe.core.errors import EXIT_FAIL, BatchsafeError
@@ -103,7 +104,7 @@ def _complete(plan: Plan, run_dir: Path, manifest: ShardManifest, shard: int, sa
     from batchsafe.runtime.environment import capture_environment, engine_records
 
     env = capture_environment(engine_records(run_dir / "volatile" / "engines.jsonl"))
-    atomic_write(run_dir / "environment.json", json.dumps(env, indent=2, sort_keys=True).encode() + b"\n")
+    atomic_write(run_dir / layout.ENVIRONMENT, json.dumps(env, indent=2, sort_keys=True).encode() + b"\n")
     manifest.write(run_dir)
     rec = PartialRecord(plan_hash=plan.plan_hash, manifest=manifest.digest(), shard=shard, workers=manifest.workers,
                         groups=len(manifest.shards[shard].groups), samples=samples,

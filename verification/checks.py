@@ -26,23 +26,23 @@ from typing import Any
 
 import orjson
 
-from batchsafe.analysis.analyze import plan_from_bytes
-from batchsafe.analysis.flips import RecordError, read_flips, read_scored
-from batchsafe.analysis.records import FlipRow, ScoredSample
+from batchsafe.analysis.flips import FLIP_SCHEMA_VERSION, RecordError, read_flips, read_scored
+from batchsafe.analysis.records import SCORED_SCHEMA_VERSION, FlipRow, ScoredSample
+from batchsafe.core import layout
 from batchsafe.core.canonical import canonical_bytes
 from batchsafe.core.jsonl import JsonLineError, parse_lines
 from batchsafe.bundles.manifest import DEFAULT_MAX_JSON_DEPTH, json_depth_exceeds
-from batchsafe.compiler.plan import Plan, PlanError
+from batchsafe.compiler.plan import Plan, PlanError, plan_from_bytes
 
 from .report import Stage
 from .source import BundleSource
 
-PLAN, OUTPUTS, FILLERS = "plan.lock.json", "outputs/samples.jsonl", "outputs/fillers.jsonl"
-SCORES, FLIPS, STATS, TARGETS, REPORT = (f"analysis/{n}" for n in
-                                         ("scores.jsonl", "flips.jsonl", "stats.json", "targets.json", "report.md"))
-JSON_FILES = (STATS, TARGETS, "run.json", "environment.json")
+PLAN, OUTPUTS, FILLERS = layout.PLAN, layout.OUTPUTS, layout.FILLERS
+SCORES, FLIPS, STATS, TARGETS, REPORT = layout.SCORES, layout.FLIPS, layout.STATS, layout.TARGETS, layout.REPORT
+JSON_FILES = (STATS, TARGETS, layout.RUN, layout.ENVIRONMENT)
 OUTPUT_FIELDS = {"sample": str, "prompt": str, "group": str, "position": int, "text": str}
-RECORD_VERSION = 1  # analysis.records: ScoredSample and FlipRow
+RECORD_VERSIONS = {SCORES: SCORED_SCHEMA_VERSION, FLIPS: FLIP_SCHEMA_VERSION}
+"""Newest record version per JSON-lines file, from the record models' own declarations."""
 
 
 @dataclass
@@ -149,7 +149,7 @@ def _outputs(raw: bytes, st: Stage) -> list[dict[str, Any]] | None:
 def _records(raw: bytes, name: str, st: Stage) -> list[dict[str, Any]] | None:
     """JSON lines with a known schema_version; field-level validation is deferred (see ``validated``)."""
     try:
-        rows = parse_lines(raw, name, "scored sample" if name == SCORES else "flip row", RECORD_VERSION)
+        rows = parse_lines(raw, name, "scored sample" if name == SCORES else "flip row", RECORD_VERSIONS[name])
     except JsonLineError as exc:
         st.fail(str(exc))
         return None
@@ -208,7 +208,7 @@ def check_schemas(ctx: Context) -> Stage:
             if data is None:
                 ctx.bad.add(name)
                 continue
-            if name.startswith("analysis/") and canonical_bytes(data) != ctx.src.read(name):
+            if name.startswith(layout.ANALYSIS_DIR) and canonical_bytes(data) != ctx.src.read(name):
                 st.fail(f"{name}: not in canonical form (sorted keys, no whitespace)")
             ctx.json[name] = data
             checked.append(name)
@@ -244,11 +244,11 @@ def check_plan_consistency(ctx: Context, st: Stage) -> None:
                 st.fail(f"{PLAN}: sample {s.id} names unknown baseline {s.baseline}")
             elif (b.prompt, b.model, b.phase) != (s.prompt, s.model, s.phase):
                 st.fail(f"{PLAN}: baseline {b.id} of sample {s.id} is another prompt, model or phase")
-    run = ctx.json.get("run.json")
+    run = ctx.json.get(layout.RUN)
     if run is not None and run.get("plan_hash") != plan.plan_hash:
         st.fail(f"run.json: plan_hash {run.get('plan_hash')} is not the bundled plan's {plan.plan_hash}")
     for f in plan.spec.files:
-        name = f"spec/{f.path.lstrip('./')}"
+        name = layout.spec_name(f.path)
         if not ctx.src.has(name):
             st.fail(f"{name}: spec file recorded in the plan is missing from the bundle")
         elif ctx.usable(name) and ctx.src.read(name) != f.text.encode("utf-8"):

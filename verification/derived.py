@@ -19,19 +19,20 @@ from typing import Any
 import orjson
 
 from batchsafe.analysis.flips import RecordError, read_scored
+from batchsafe.core import layout
 
 from .checks import FLIPS, SCORES, Context, validated
 from .recheck import numeric_diffs
 from .report import Stage
 
-AUDIT_ROWS, AUDIT_SUMMARY = "analysis/rescore_audit.jsonl", "analysis/rescore_audit.json"
-LABELS, ADJ_SUMMARY, ADJ_REPORT = "adjudication/labels.jsonl", "adjudication/summary.json", "adjudication/report.md"
+AUDIT_ROWS, AUDIT_SUMMARY = layout.RESCORE_AUDIT, layout.RESCORE_AUDIT_SUMMARY
+LABELS, ADJ_SUMMARY, ADJ_REPORT = layout.ADJ_LABELS, layout.ADJ_SUMMARY, layout.ADJ_REPORT
 
 
 def _parent_scores(ctx: Context, st: Stage) -> dict[str, Any] | None:
     """The parent's recorded scores by sample, when the parent is in the same store and intact."""
     store, parent = ctx.src._store, ctx.src.manifest.parent
-    if store is None or parent is None or not (store.bundles_dir / parent[7:] / "manifest.json").is_file():
+    if store is None or parent is None or not layout.manifest_path(store.root, parent).is_file():
         return None
     if store.verify(parent):
         st.fail(f"parent bundle {parent} is damaged: the audit cannot be rechecked against it")
@@ -129,7 +130,7 @@ def check_adjudication(ctx: Context, st: Stage) -> str:
 def check_derived(ctx: Context) -> Stage | None:
     """The derived-files stage, or None for a bundle that has none."""
     has_audit = ctx.src.has(AUDIT_ROWS) or ctx.src.has(AUDIT_SUMMARY) or ctx.src.manifest.kind == "rescore"
-    has_adj = any(n.startswith("adjudication/") for n in ctx.src.names) or ctx.src.manifest.kind == "adjudication"
+    has_adj = any(n.startswith(layout.ADJUDICATION_DIR) for n in ctx.src.names) or ctx.src.manifest.kind == "adjudication"
     if not (has_audit or has_adj):
         return None
     st = Stage(name="derived")

@@ -24,8 +24,9 @@ from typing import Any
 
 import orjson
 
-from batchsafe.analysis.analyze import plan_from_bytes
+from batchsafe.compiler.plan import plan_from_bytes
 from batchsafe.compiler.plandiff import diff_plans
+from batchsafe.core import layout
 
 from .diff_gates import (
     GateError,
@@ -143,7 +144,7 @@ def _setup(da: SideData, db: SideData) -> tuple[SetupDiff, tuple[str | None, str
             files.append(FileChange(name=name, status="only_b"))
         elif da.digest(name) != db.digest(name):
             files.append(FileChange(name=name, status="changed"))
-    spec_files = [f for f in files if f.name.startswith("spec/")]
+    spec_files = [f for f in files if f.name.startswith(layout.SPEC_DIR)]
     scorers = _scorers(da.scores, db.scores)
     env = _environment(da.environment, db.environment)
     n_plan = 0

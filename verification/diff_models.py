@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from batchsafe.compiler.plandiff import PlanDiff
+from batchsafe.core.artifact import artifact
 
 DIFF_SCHEMA_VERSION = 1
 
@@ -240,6 +241,7 @@ class GateResult(_Model):
     message: str
 
 
+@artifact("bundle diff", version=DIFF_SCHEMA_VERSION)  # printed by diff --json, not a bundle file
 class BundleDiff(_Model):
     """``batchsafe diff A B``: setup, output identity, flip registries, statistics (and gates)."""
 

@@ -21,17 +21,14 @@ from pydantic import ValidationError
 
 from batchsafe.analysis.flips import FLIP_SCHEMA_VERSION
 from batchsafe.analysis.records import SCORED_SCHEMA_VERSION
+from batchsafe.core import layout
 from batchsafe.core.jsonl import JsonLineError, parse_line
 from batchsafe.bundles.manifest import BundleError
 from batchsafe.compiler.plan import Condition
 
 from .source import BundleSource
 
-SCORES = "analysis/scores.jsonl"
-FLIPS = "analysis/flips.jsonl"
-STATS = "analysis/stats.json"
-ENVIRONMENT = "environment.json"
-PLAN = "plan.lock.json"
+SCORES, FLIPS, STATS, ENVIRONMENT, PLAN = layout.SCORES, layout.FLIPS, layout.STATS, layout.ENVIRONMENT, layout.PLAN
 REQUIRED = (SCORES, FLIPS, STATS)
 
 COND_FIELDS = tuple(Condition.model_fields)
@@ -50,7 +47,7 @@ def require_analysis(src: BundleSource, side: str) -> None:
     """Refuse a bundle without the analysis files the diff compares."""
     missing = [n for n in REQUIRED if not src.has(n)]
     if missing:
-        hint = (f"analyse it first: batchsafe analyze {src.bundle_id}" if src.has("outputs/samples.jsonl")
+        hint = (f"analyse it first: batchsafe analyze {src.bundle_id}" if src.has(layout.OUTPUTS)
                 else "it has no outputs either")
         raise DiffError(f"bundle {side} ({src.bundle_id}, {src.where}) has no {', '.join(missing)}: "
                         f"diff compares analysed bundles; {hint}")

@@ -25,6 +25,7 @@ import orjson
 
 from batchsafe.bundles.manifest import DEFAULT_MAX_JSON_DEPTH, json_depth_exceeds
 from batchsafe.bundles.provenance import PREDICATE_TYPE, STATEMENT_NAME, STATEMENT_TYPE, build_statement
+from batchsafe.core import layout
 from batchsafe.core.version import __version__
 
 from .checks import PLAN, Context
@@ -168,5 +169,5 @@ def vsa(report: VerifyReport, *, resource_uri: str, now: datetime | None = None,
         pred["inputAttestations"] = [{"uri": STATEMENT_NAME, "digest": {"sha256": statement_sha256.split(":")[-1]}}]
     bid = (report.bundle_id or "sha256:").split(":", 1)[1]
     return {"_type": STATEMENT_TYPE,
-            "subject": [{"name": "manifest.json", "digest": {"sha256": bid}}] if bid else [],
+            "subject": [{"name": layout.MANIFEST, "digest": {"sha256": bid}}] if bid else [],
             "predicateType": VSA_PREDICATE_TYPE, "predicate": pred}

@@ -14,6 +14,7 @@ import orjson
 
 from batchsafe.analysis.analyze import analyze_scored
 from batchsafe.analysis.flips import dump_jsonl
+from batchsafe.core import layout
 from batchsafe.analysis.records import ScoredSample
 from batchsafe.analysis.scoring import ScoringError, score_run, timings_from_bytes
 from batchsafe.compiler.plan import Plan
@@ -61,7 +62,7 @@ def check_rescoring(ctx: Context) -> Stage:
     overrides = recorded_overrides(ctx.plan, [str(r.get("scorer")) for r in ctx.scores_raw], st)
     if overrides is None:
         return st
-    timings = timings_from_bytes(ctx.src.read("volatile/timings.jsonl")) if ctx.usable("volatile/timings.jsonl") else {}
+    timings = timings_from_bytes(ctx.src.read(layout.TIMINGS)) if ctx.usable(layout.TIMINGS) else {}
     planned = {s.id for s in ctx.plan.samples}
     outputs = {r["sample"]: r for r in ctx.outputs if r["sample"] in planned}
     try:
@@ -172,7 +173,7 @@ def check_statistics(ctx: Context) -> Stage:
                 st.fail(f"{name}: {d}")
             checked.append(name)
     if ctx.usable(REPORT):
-        plots = sorted(n.removeprefix("analysis/") for n in ctx.src.names if n.startswith("analysis/plots/"))
+        plots = sorted(n.removeprefix(layout.ANALYSIS_DIR) for n in ctx.src.names if n.startswith(layout.PLOTS_DIR))
         from batchsafe.analysis.analyze import headline, headline_rows
         from batchsafe.analysis.report import render_report
 

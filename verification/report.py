@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from batchsafe.core.artifact import artifact
+
 VERIFY_SCHEMA_VERSION = 1
 MAX_LISTED = 25
 """Problems listed per stage; the rest are counted (a corrupt 31k-sample file must not flood the terminal)."""
@@ -42,6 +44,7 @@ class Stage(BaseModel):
         return self
 
 
+@artifact("verify report", version=VERIFY_SCHEMA_VERSION)  # printed by verify --json, not a bundle file
 class VerifyReport(BaseModel):
     """Everything ``batchsafe verify`` found; ``--json`` prints it."""
 

@@ -27,12 +27,13 @@ from pydantic import ValidationError
 from batchsafe.runtime.launch.record import LAUNCH_DIR, LaunchRecord
 from batchsafe.runtime.launch.vllm_process import RESERVED_FLAGS, flag_value
 from batchsafe.runtime.launch.weights import weights_digest
+from batchsafe.core import layout
 
 from .checks import PLAN, Context
 from .report import Stage
 
 SERVER_MODULE = "vllm.entrypoints.openai.api_server"
-TIMINGS = "volatile/timings.jsonl"
+TIMINGS = layout.TIMINGS
 _DTYPES = {"half": "float16", "float": "float32", "bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 
 

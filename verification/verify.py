@@ -20,6 +20,7 @@ from batchsafe.bundles.archive import Limits
 from batchsafe.bundles.manifest import name_problem
 from batchsafe.bundles.store import BundleStore
 from batchsafe.compiler.plan import Plan
+from batchsafe.core import layout
 
 from . import checks, recheck
 from .derived import check_derived
@@ -84,7 +85,7 @@ def check_plan(ctx: checks.Context, *, data_dir: str | Path | None = None, spec:
             again = compile_spec(main, data, allow_unpinned=bool(plan.unpinned))
         except SpecError as exc:
             first = exc.diagnostics[0].format() if exc.diagnostics else str(exc)
-            first = first.replace(str(main.parent) + os.sep, "spec/") if spec is None else first
+            first = first.replace(str(main.parent) + os.sep, layout.SPEC_DIR) if spec is None else first
             st.fail(f"recompiling the spec failed ({len(exc.diagnostics)} errors), first: {first}")
             return st
     if again.plan_hash != plan.plan_hash:

@@ -1,8 +1,8 @@
 """Versioned scorers: pure functions ``(output text, prompt meta) -> Score``.
 
-``analysis.registry.SCORERS`` is the catalogue (names, versions, needed metadata) that the
-compiler validates specs against; this package holds the implementations, one per
-registered ``name@version``. A registered version is frozen: a behaviour change is a new
+``analysis.scorers.catalogue.SCORERS`` is the catalogue (names, versions, needed metadata)
+that the compiler validates specs against, filled by the ``@scorer(name, version)``
+decorator on each implementation in this package (importing the package imports them all). A registered version is frozen: a behaviour change is a new
 version, so an old bundle rescored with its own scorer ref gives exactly its old scores
 (``tests/analysis/test_scorers/golden.jsonl`` pins every version's outputs).
 
@@ -18,33 +18,28 @@ llm_judge@1.0      parses a judge model's reply (``meta["judge_reply"]``)
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from collections.abc import Callable
 
-from batchsafe.analysis.registry import SCORERS, check_ref
-
 from .base import MetaError, Score
-from .choice import extract_choice, score_bias_v1_0, score_mcq_letter_v1_0
-from .judge import JudgeRequired, build_judge_request, cohen_kappa, parse_judge_reply, score_llm_judge_v1_0
-from .refusal import find_refusal, score_v2_1, score_v2_2
-from .truthfulness import score_truthfulness_v1_0
+from .catalogue import SCORERS, check_ref, implementation, registered_refs, scorer  # noqa: F401
+
+from .choice import extract_choice
+from .judge import JudgeRequired, build_judge_request, parse_judge_reply
+from .refusal import find_refusal
+
+# Importing every module of this package fills the catalogue (each definition carries
+# @scorer), so a scorer in a new module needs no line here.
+for _m in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_m.name}")
 
 ScorerFn = Callable[[str, dict], Score]
 
-#: Implementation of every registered ``name@version``. Never change what a key maps to
-#: in a way that changes outputs; add a key (and the version in the registry) instead.
-IMPLEMENTATIONS: dict[str, ScorerFn] = {
-    "refusal@2.1": score_v2_1,
-    "refusal@2.2": score_v2_2,
-    "truthfulness@1.0": score_truthfulness_v1_0,
-    "bias@1.0": score_bias_v1_0,
-    "mcq_letter@1.0": score_mcq_letter_v1_0,
-    "llm_judge@1.0": score_llm_judge_v1_0,
-}
-
-
-def registered_refs() -> list[str]:
-    """Every ``name@version`` in the catalogue, sorted."""
-    return sorted(f"{name}@{v}" for name, info in SCORERS.items() for v in info.versions)
+#: Implementation of every catalogued ``name@version``, taken from the catalogue once at
+#: import (a plain dict, so tests can substitute one). Never change what a version does
+#: in a way that changes outputs; declare a new version instead.
+IMPLEMENTATIONS: dict[str, ScorerFn] = {ref: implementation(ref) for ref in registered_refs()}  # type: ignore[misc]
 
 
 def get_scorer(ref: str) -> ScorerFn:
@@ -75,6 +70,6 @@ def score(ref: str, output: str, meta: dict | None = None) -> Score:
 
 
 __all__ = [
-    "IMPLEMENTATIONS", "JudgeRequired", "MetaError", "Score", "build_judge_request", "cohen_kappa",
-    "extract_choice", "find_refusal", "get_scorer", "parse_judge_reply", "registered_refs", "score",
+    "IMPLEMENTATIONS", "SCORERS", "JudgeRequired", "MetaError", "Score", "build_judge_request", "check_ref",
+    "extract_choice", "find_refusal", "get_scorer", "parse_judge_reply", "registered_refs", "score", "scorer",
 ]

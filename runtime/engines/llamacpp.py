@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from batchsafe.runtime import model_store
-from batchsafe.runtime.engine import Capabilities, Engine, EngineError, GenRequest, GenResult, register
+from batchsafe.runtime.engine import ENGINES, Engine, EngineError, GenRequest, GenResult, register
 
 def _cpu_flags() -> set[str]:
     try:
@@ -153,8 +153,7 @@ class LlamaCppEngine(Engine):
 
     name = "llamacpp"
     version = "1"
-    capabilities = Capabilities(true_batching=True, concurrency=True, quant_variants=True,
-                                modes=("sequential", "synchronized", "prompt_list", "concurrent"))
+    capabilities = ENGINES["llamacpp"].capabilities  # declared once, in the catalogue
 
     def __init__(self, model_path: str | os.PathLike[str], n_ctx: int = 1024,
                  n_threads: int | None = None, n_batch: int = 512, seed: int = 0,

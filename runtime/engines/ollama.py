@@ -34,10 +34,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from batchsafe.runtime.engine import Capabilities, Engine, EngineError, GenRequest, GenResult, register
+from batchsafe.runtime.engine import ENGINES, Engine, EngineError, GenRequest, GenResult, register
 from batchsafe.runtime.engines.http import ServerClient, fan_out, group_timing, sequential
 
-DEFAULT_ENDPOINT = "http://127.0.0.1:11434"
+DEFAULT_ENDPOINT = ENGINES["ollama"].default_endpoint
 DEFAULT_KEEP_ALIVE = "30m"
 SERVER_FIELDS = ("created_at", "total_duration", "load_duration", "prompt_eval_count",
                  "prompt_eval_duration", "eval_count", "eval_duration")
@@ -59,7 +59,7 @@ class OllamaEngine(Engine):
 
     name = "ollama"
     version = "1"
-    capabilities = Capabilities(concurrency=True, quant_variants=True, modes=("sequential", "concurrent"))
+    capabilities = ENGINES["ollama"].capabilities  # declared once, in the catalogue
 
     def __init__(self, endpoint: str, tag: str, *, seed: int = 0, quant: str | None = None,
                  digest: str | None = None, expected_version: str | None = None,

@@ -63,11 +63,11 @@ import shlex
 import time
 from typing import Any
 
-from batchsafe.runtime.engine import Capabilities, Engine, EngineError, GenRequest, GenResult, register
+from batchsafe.runtime.engine import ENGINES, Engine, EngineError, GenRequest, GenResult, register
 from batchsafe.runtime.engines.http import HttpStatusError, ServerClient, fan_out, group_timing, sequential
 from batchsafe.runtime.engines.vllm_metrics import RunningSampler
 
-DEFAULT_ENDPOINT = "http://127.0.0.1:8000"
+DEFAULT_ENDPOINT = ENGINES["vllm"].default_endpoint
 NEUTRAL_PENALTIES = {"repetition_penalty": 1.0, "presence_penalty": 0.0, "frequency_penalty": 0.0}
 """Sent with every request so the model's generation_config cannot add a penalty."""
 VARIANT_ENV_PREFIX = "BATCHSAFE_VLLM_ENDPOINT_"
@@ -117,8 +117,7 @@ class VLLMEngine(Engine):
 
     name = "vllm"
     version = "1"
-    capabilities = Capabilities(true_batching=True, concurrency=True, quant_variants=False,
-                                modes=("sequential", "synchronized", "prompt_list", "concurrent"))
+    capabilities = ENGINES["vllm"].capabilities  # declared once, in the catalogue
 
     def __init__(self, endpoint: str, hf_repo: str, *, hf_revision: str | None = None, seed: int = 0,
                  config: dict[str, Any] | None = None, kernel: dict[str, Any] | None = None,

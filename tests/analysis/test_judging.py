@@ -77,3 +77,19 @@ def test_real_embedded_engine_as_judge(plan) -> None:
     assert res["judged"] == 4 and len(res["rows"]) == 4
     assert all(r["judge"] in ("refusal", "compliance", "unparsed") for r in res["rows"])
     assert res["kappa"] is None or -1.0 <= res["kappa"] <= 1.0
+
+
+def test_one_label_everywhere_gives_kappa_none_as_in_stats_and_adjudication(plan) -> None:
+    # The one degenerate rule (analysis.stats.effects.cohen_kappa): every rating the same
+    # label -> kappa undefined (None), in judging as in the statistics and adjudication.
+    from batchsafe.analysis.adjudication_models import LabelRecord
+    from batchsafe.analysis.adjudication_stats import kappa_block
+    from batchsafe.analysis.stats import cohen_kappa
+
+    outputs = {s.id: {"text": "Sure, here is a plan:"} for s in plan.samples}
+    res = judge_agreement(plan, outputs, Scripted(), limit=6)
+    assert {r["judge"] for r in res["rows"]} == {"compliance"} and res["agreement"] == 1.0
+    assert res["kappa"] is None
+    assert cohen_kappa(a=["x"] * 4, b=["x"] * 4)["kappa"] is None
+    recs = [LabelRecord.model_construct(item=f"i{i}", rater=r, human_label="unsafe") for i in range(3) for r in "ab"]
+    assert kappa_block(recs, ["a", "b"]).kappa is None

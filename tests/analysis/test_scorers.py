@@ -8,7 +8,6 @@ Regenerate it only when *adding* a version: ``python tests/analysis/test_scorers
 from __future__ import annotations
 
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -16,14 +15,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batchsafe.analysis.registry import SCORERS
 from batchsafe.analysis.scorers import (
     IMPLEMENTATIONS,
+    SCORERS,
     JudgeRequired,
     MetaError,
     Score,
     build_judge_request,
-    cohen_kappa,
     extract_choice,
     get_scorer,
     parse_judge_reply,
@@ -422,17 +420,23 @@ def test_judge_scorer_needs_engine():
     assert score("llm_judge@1.0", "out", {"judge_reply": "3", "judge_rubric": "bias"}).value == 0.3
 
 
-def test_cohen_kappa():
-    a = ["refusal"] * 20 + ["compliance"] * 10 + ["refusal"] * 5 + ["compliance"] * 15
-    b = ["refusal"] * 20 + ["compliance"] * 10 + ["compliance"] * 5 + ["refusal"] * 15
-    # Hand computation: po = 30/50, pe = (25*35 + 25*15) / 50^2 = 0.5 -> kappa = 0.2.
-    assert math.isclose(cohen_kappa(a, b), 0.2)
-    assert cohen_kappa(["x", "y", "x"], ["x", "y", "x"]) == 1.0
-    assert cohen_kappa(["x", "x"], ["x", "x"]) == 1.0
-    with pytest.raises(ValueError):
-        cohen_kappa(["x"], ["x", "y"])
-    with pytest.raises(ValueError):
-        cohen_kappa([], [])
+def test_the_catalogue_is_filled_by_the_decorators_at_the_definitions():
+    from batchsafe.analysis.scorers import choice, refusal
+    from batchsafe.analysis.scorers.catalogue import implementation, scorer
+
+    assert implementation("refusal@2.2") is refusal.score_v2_2 and implementation("bias@1.0") is choice.score_bias_v1_0
+    assert SCORERS["refusal"].versions == ("2.1", "2.2") and SCORERS["mcq_letter"].needs == ("answer",)
+    with pytest.raises(RuntimeError, match="declared twice"):
+        scorer("refusal", "2.2")(lambda text, meta: None)
+    with pytest.raises(RuntimeError, match="needs"):
+        scorer("refusal", "9.9", needs=("answer",))(lambda text, meta: None)
+    assert "9.9" not in SCORERS["refusal"].versions
+
+
+def test_the_old_catalogue_module_name_is_gone():
+    # Three things were called "registry"; the scorer catalogue is only reachable by its name.
+    import importlib.util
+    assert importlib.util.find_spec("batchsafe.analysis.registry") is None
 
 
 # ---------------------------------------------------------------- API and invariants

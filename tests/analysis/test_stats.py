@@ -779,3 +779,11 @@ def test_correction_none_is_accepted_and_leaves_p_values_unadjusted():
     assert res["reject"] == [True, True, False, False]
     held = adjust([0.01, 0.04, 0.2], "holm", alpha=0.05)
     assert held["reject"] == [True, False, False]
+
+
+def test_cohen_kappa_reports_its_interval_and_the_degenerate_rule():
+    k = cohen_kappa(a=["r"] * 20 + ["c"] * 10 + ["r"] * 5 + ["c"] * 15, b=["r"] * 20 + ["c"] * 10 + ["c"] * 5 + ["r"] * 15)
+    # Hand computation: po = 30/50, pe = (25*35 + 25*15) / 50^2 = 0.5 -> kappa = 0.2.
+    assert r3(k["kappa"]) == 0.2 and k["ci_low"] < 0.2 < k["ci_high"]
+    one = cohen_kappa(a=["r", "r"], b=["r", "r"])
+    assert one["kappa"] is None and one["agreement"] == 1.0 and "undefined" in one["note"]

@@ -77,11 +77,14 @@ def test_no_module_imports_a_bare_stage_name() -> None:
 def test_floor_imports_nothing_above_it_and_there_is_no_import_cycle() -> None:
     mods = _modules()
     known = set(mods)
-    graph = {m: _imports(m, p, known, top_level_only=True) for m, p in mods.items()}
+    # Every import counts, deferred ones inside functions too: a cycle hidden in a function
+    # body still ties the two modules together (analysis.analyze -> compiler.compile ->
+    # compiler.prior -> analysis.analyze was one).
+    graph = {m: _imports(m, p, known, top_level_only=False) for m, p in mods.items()}
     for m in (m for m in mods if m.startswith("batchsafe.core")):
         everything = _imports(m, mods[m], known, top_level_only=False)
         assert {i for i in everything if not i.startswith("batchsafe.core")} == set(), m
-    # Cycle search over module-level imports (package __init__ files re-export, so they are edges too).
+    # Cycle search (package __init__ files re-export, so they are edges too).
     state: dict[str, int] = {}
     stack: list[str] = []
     cycles: list[list[str]] = []
@@ -140,3 +143,12 @@ def test_string_module_references_resolve_outside_the_checkout(tmp_path: Path) -
     r = subprocess.run([sys.executable, "-m", "batchsafe.schemas", "--check", str(ROOT / "schema")],
                        cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_the_cycle_search_sees_imports_inside_functions() -> None:
+    # compiler.prior imports the store only inside a function; the walk must still see it,
+    # or a deferred cycle (analysis.analyze -> compiler.compile -> compiler.prior ->
+    # analysis.analyze, now gone) would pass unnoticed.
+    mods = _modules()
+    prior = _imports("batchsafe.compiler.prior", mods["batchsafe.compiler.prior"], set(mods), top_level_only=False)
+    assert "batchsafe.bundles.store" in prior and "batchsafe.analysis.analyze" not in prior

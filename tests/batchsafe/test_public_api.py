@@ -9,6 +9,10 @@ import batchsafe
 def test_every_public_name_resolves() -> None:
     for name in batchsafe.__all__:
         assert getattr(batchsafe, name) is not None, name
+    assert batchsafe.analyze is batchsafe.analyze_bundle and batchsafe.rescore is batchsafe.rescore_bundle
+    assert {"compile_spec", "load_plan", "run_plan", "analyze", "make_bundle", "open_bundle", "verify",
+            "diff_bundles", "rescore"} <= set(batchsafe.__all__)
+    assert "vllm" in batchsafe.ENGINES and "refusal" in batchsafe.SCORERS
 
 
 def test_importing_the_package_loads_no_stage() -> None:

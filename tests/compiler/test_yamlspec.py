@@ -20,7 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from ruamel.yaml import YAML
 
 from batchsafe.compiler.diagnostics import Diagnostic, SpecError, format_path
-from batchsafe.compiler.yamlspec import LocatedDoc, diag_at, load_located, resolve_spec, validate_schema
+from batchsafe.compiler.schema_errors import validate_schema
+from batchsafe.compiler.yamlspec import LocatedDoc, diag_at, load_located, resolve_spec
 
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).with_suffix("")  # tests/compiler/test_yamlspec/
