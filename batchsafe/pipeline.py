@@ -19,6 +19,7 @@ from batchsafe.bundles.from_run import bundle_run
 from batchsafe.bundles.store import BundleStore
 from batchsafe.compiler.compile import compile_spec
 from batchsafe.compiler.plan import Plan
+from batchsafe.core import layout
 from batchsafe.runtime.executor import RunSummary, run_plan
 
 DEFAULT_OUT = "runs"
@@ -49,7 +50,7 @@ class MakeResult:
     @property
     def bundle_dir(self) -> Path:
         """Directory holding the bundle's manifest in the store."""
-        return self.store.root / "bundles" / self.bundle_id.split(":", 1)[1]
+        return layout.bundle_dir(self.store.root, self.bundle_id)
 
 
 def run_dir_for(plan: Plan, out_root: Path, fresh: bool) -> Path:

@@ -18,7 +18,7 @@ from batchsafe.core.errors import BatchsafeError
 __all__ = ["COMMANDS", "build_parser", "main"]
 
 COMMANDS = ("validate", "compile", "plan", "run", "merge", "bundle", "analyze", "report", "verify", "diff",
-            "rescore", "adjudicate", "registry")
+            "rescore", "adjudicate", "registry", "engines")
 """Command modules under ``batchsafe.cli``, in ``--help`` order; each has ``register(subparsers)``."""
 
 
