@@ -1,31 +1,59 @@
-"""Tables printed by the CLI (rich). Presentation only: no stage logic here."""
+"""Tables printed by the CLI (rich). Presentation only: no stage logic here.
+
+Every table fits an 80-column terminal without cutting an identifier short: tables have
+no vertical rules, identifier columns wrap (``overflow="fold"``) instead of ending in
+"…", related short fields share a cell on separate lines (phase over kind; engine,
+dispatch and the models), and the only deliberate shortening is of digests, which
+``--json`` prints in full.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from rich import box
 from rich.table import Table
+
+DIGEST_SHOWN = 7 + 16
+"""``sha256:`` and 16 hex digits of a file digest in ``bundle show`` (``--json`` has all 64)."""
+
+
+def _table(title: str) -> Table:
+    """A table without vertical rules: columns apart by two spaces, not by " │ " and padding."""
+    return Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0))
+
+
+def _col(table: Table, header: str, *, numeric: bool = False) -> None:
+    """Numbers right-aligned and never wrapped; identifiers wrapped, never truncated."""
+    if numeric:
+        table.add_column(header, justify="right", no_wrap=True)
+    else:
+        table.add_column(header, overflow="fold")
 
 
 def plan_table(plan: Any) -> Table:
     """Phases of a plan with their counts."""
-    table = Table(title=f"{plan.experiment.get('id')}  {plan.plan_hash}")
-    numeric = ("prompts", "conditions", "groups", "samples")
-    for col in ("phase", "kind", "engine", "dispatch", "models", *numeric):
-        table.add_column(col, justify="right" if col in numeric else "left")
+    table = _table(f"{plan.experiment.get('id')}\n{plan.plan_hash}")
+    table.min_width = len(plan.plan_hash)  # the hash in the title on one line (71 columns)
+    # Short fields stacked in one cell (phase over kind; engine, dispatch, then one model per
+    # line) so that the widest identifiers (quant_concurrency, model names) need no cut.
+    for col in ("phase\nkind", "engine\ndispatch\nmodels"):
+        _col(table, col)
+    for col in ("prompts", "conds", "groups", "samples"):
+        _col(table, col, numeric=True)
     for p in plan.phases:
-        table.add_row(p.id, p.kind, p.engine, p.dispatch, ", ".join(p.models), str(p.prompts), str(p.conditions),
-                      str(p.groups), str(p.samples))
-    table.add_row("total", "", "", "", "", str(len(plan.prompts)), "", str(len(plan.groups)), str(len(plan.samples)))
+        table.add_row(f"{p.id}\n{p.kind}", "\n".join([p.engine, p.dispatch, *p.models]), str(p.prompts),
+                      str(p.conditions), str(p.groups), str(p.samples))
+    table.add_row("total", "", str(len(plan.prompts)), "", str(len(plan.groups)), str(len(plan.samples)))
     return table
 
 
 def identity_table(rows: list[Any]) -> Table:
     """Byte identity of outputs against their baselines, per phase, model and condition."""
-    table = Table(title="outputs vs baseline (byte identity)")
+    table = _table("outputs vs baseline (byte identity)")
     for col, right in (("phase", False), ("model", False), ("condition", False), ("compared", True),
                        ("identical", True), ("differ", True)):
-        table.add_column(col, justify="right" if right else "left")
+        _col(table, col, numeric=right)
     for r in rows:
         share = f"{100 * r.identical / r.compared:.1f}%" if r.compared else "-"
         table.add_row(r.phase, r.model, r.condition, str(r.compared), f"{r.identical} ({share})", str(r.differing))
@@ -34,11 +62,13 @@ def identity_table(rows: list[Any]) -> Table:
 
 def manifest_table(manifest: Any) -> Table:
     """Files of a bundle."""
-    table = Table(title=f"kind={manifest.kind} parent={manifest.parent or '-'} batchsafe {manifest.batchsafe_version}")
-    for col in ("name", "size", "sha256", "media type"):
-        table.add_column(col, justify="right" if col == "size" else "left")
+    # No media type column (it follows from the name; --json has it): names get the room.
+    table = _table(f"kind={manifest.kind} parent={manifest.parent or '-'} batchsafe {manifest.batchsafe_version}")
+    _col(table, "name")
+    _col(table, "size", numeric=True)
+    _col(table, "sha256 (--json: full)", numeric=True)
     for f in manifest.files:
-        table.add_row(f.name, str(f.size), f.sha256[:23] + "…", f.media_type)
+        table.add_row(f.name, str(f.size), f.sha256[:DIGEST_SHOWN] + "…")
     return table
 
 
@@ -53,9 +83,9 @@ def headline_table(result: Any) -> Table:
     title = "analysis headline"
     if t:
         title += f"  targets: {t.get('pass', 0)} passed, {t.get('fail', 0)} failed, {t.get('not_available', 0)} n/a"
-    table = Table(title=title)
+    table = _table(title)
     for col in cols:
-        table.add_column(col, justify="left" if col == "phase" else "right")
+        _col(table, col, numeric=col != "phase")
     for row in headline_rows(head):
         table.add_row(row[0], *row[2:])
     audit = head.get("audit")
