@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -158,7 +159,9 @@ def test_ray_two_workers_and_a_killed_worker_lose_nothing(ref, tmp_path):
     assert _sha(tmp_path / "out" / "journal.jsonl") == _sha(single / "journal.jsonl")  # 0 lost, 0 duplicated
     part = s.partials_dir / f"shard-{shard}-of-2"
     log = (part / "logs" / "run.log").read_text()
-    assert log.count("session start") == 2 and f"{groups_at_kill}/" in log.split("session start")[2]
+    assert log.count("session start") == 2  # the restarted worker resumed the killed one's journal
+    resumed_at = int(re.search(r"resume=True, (\d+)/\d+ groups already journaled", log.split("session start")[2])[1])
+    assert groups_at_kill <= resumed_at <= groups_at_kill + 1  # the kill may land just after one more fsync
     assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split(")")[1][:3]
     assert not _wait_gone(_ray_processes() - before), "Ray processes left running after ray.shutdown()"
     print(f"ray run with one worker killed: {time.monotonic() - t0:.1f} s")
