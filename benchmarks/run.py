@@ -11,7 +11,7 @@ from pathlib import Path
 
 from benchmarks import compile_bench
 
-BENCHMARKS = ("compile", "analysis", "verify", "runtime", "vllm")
+BENCHMARKS = ("compile", "analysis", "verify", "reject", "runtime", "vllm")
 """Report keys, in run order; ``--only``/``--skip`` select among them."""
 
 
@@ -61,6 +61,10 @@ def main(argv: list[str] | None = None) -> int:
         from benchmarks import verify_bench
 
         report["verify"] = verify_bench.run(data)
+    if "reject" in selected:
+        from benchmarks import reject_bench  # verify/validate refusing a 4 KB garbage file, fresh processes
+
+        report["reject"] = reject_bench.run()
     if "runtime" in selected:
         from benchmarks import runtime_bench  # imports llama_cpp: only when asked for
 

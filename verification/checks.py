@@ -60,6 +60,8 @@ class Context:
     json: dict[str, Any] = field(default_factory=dict)
     rescored: list[ScoredSample] | None = None
     targets: dict[str, Any] | None = None
+    stats: dict[str, Any] | None = None
+    """The statistics recomputed by the statistics stage (the files stage re-renders figures from them)."""
 
     def usable(self, name: str) -> bool:
         """Whether ``name`` is in the bundle and passed integrity."""
@@ -115,8 +117,8 @@ def _json_object(ctx: Context, name: str, st: Stage) -> dict[str, Any] | None:
     raw = ctx.src.read(name)
     try:
         text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        st.fail(f"{name}: not UTF-8")
+    except UnicodeDecodeError as exc:
+        st.fail(f"{name}: invalid UTF-8 at byte {exc.start}")
         return None
     if json_depth_exceeds(text, DEFAULT_MAX_JSON_DEPTH):
         st.fail(f"{name}: JSON nested deeper than {DEFAULT_MAX_JSON_DEPTH} levels")
@@ -267,7 +269,7 @@ def _exactly_once(st: Stage, name: str, ids: list[str], expected: set[str]) -> N
             st.fail(f"{name}: sample {sid} is not in the plan")
     missing = sorted(expected - counts.keys())
     for sid in missing:
-        st.fail(f"{name}: sample {sid} is missing")
+        st.fail(f"sample {sid} missing from {name}")
 
 
 def check_coverage(ctx: Context) -> Stage:

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from batchsafe.analysis.analyze import analyze_scored
-from batchsafe.analysis.flips import dump_jsonl
+from batchsafe.analysis.flips import RecordError, dump_jsonl
 from batchsafe.core import layout
 from batchsafe.analysis.records import ScoredSample
 from batchsafe.analysis.scoring import ScoringError, score_run, timings_from_bytes
@@ -80,6 +80,13 @@ def check_rescoring(ctx: Context) -> Stage:
     if recorded_list is None:
         return st
     recorded = {r.sample: r for r in recorded_list}
+    # Say what is wrong before comparing fields: a sample scored without an output (its
+    # output line was deleted) or an output never scored is not a serialisation detail.
+    rescored_ids = {r.sample for r in again}
+    for sid in sorted(set(recorded) - rescored_ids):
+        st.fail(f"{SCORES}: sample {sid} is scored, but its output is missing from {OUTPUTS}")
+    for sid in sorted(rescored_ids - set(recorded)):
+        st.fail(f"sample {sid} missing from {SCORES}")
     for new in again:
         old = recorded.get(new.sample)
         if old is None or old == new:
@@ -149,10 +156,15 @@ def check_statistics(ctx: Context) -> Stage:
         return st
     assert ctx.scored is not None
     plan = ctx.plan
-    res = analyze_scored(ctx.scored, settings=plan.analysis, targets=plan.targets, plan_summary=plan.summary(),
-                         title=str(plan.experiment.get("title") or plan.experiment.get("id") or ""),
-                         phase_order=[p.id for p in plan.phases], plots=False)
-    ctx.targets = res.targets
+    try:
+        res = analyze_scored(ctx.scored, settings=plan.analysis, targets=plan.targets, plan_summary=plan.summary(),
+                             title=str(plan.experiment.get("title") or plan.experiment.get("id") or ""),
+                             phase_order=[p.id for p in plan.phases], plots=False)
+    except RecordError as exc:  # e.g. an output byte-identical to its baseline but scored differently
+        st.fail(f"{SCORES}: {exc}")
+        st.summary = "the scored records are inconsistent: nothing could be recomputed from them"
+        return st
+    ctx.targets, ctx.stats = res.targets, res.stats
     checked = []
     if ctx.usable(FLIPS) and not same_jsonl(res.flips, ctx.src.read(FLIPS)) and validated(ctx, FLIPS, st) is not None:
         recorded = {r.sample: r for r in ctx.flips or []}

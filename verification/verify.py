@@ -23,6 +23,7 @@ from batchsafe.compiler.plan import Plan
 from batchsafe.core import layout
 
 from . import checks, recheck
+from .completeness import check_files
 from .derived import check_derived
 from .provenance import check_provenance
 from .stack import check_stack
@@ -161,15 +162,15 @@ def check_replay(ctx: checks.Context, n: int, *, seed: int = 0, engine: str | No
 
 def verify_source(src: BundleSource, *, data_dir: str | Path | None = None, spec: str | Path | None = None,
                   recompile: bool = True, replay: int = 0, replay_seed: int = 0, engine: str | None = None,
-                  engine_factory: Callable[[Any], Any] | None = None) -> VerifyReport:
-    """Run every stage on an opened bundle."""
+                  engine_factory: Callable[[Any], Any] | None = None, strict: bool = False) -> VerifyReport:
+    """Run every stage on an opened bundle (``strict``: files no stage checks, such as logs, fail)."""
     # The stages allocate ~10^6 small objects (records, models) and no cycles; the cyclic
     # collector's repeated full passes over them cost up to a third of a 30k-sample verify.
     paused = gc.isenabled()
     gc.disable()
     try:
         return _run_stages(src, data_dir=data_dir, spec=spec, recompile=recompile, replay=replay,
-                           replay_seed=replay_seed, engine=engine, engine_factory=engine_factory)
+                           replay_seed=replay_seed, engine=engine, engine_factory=engine_factory, strict=strict)
     finally:
         if paused:
             gc.enable()
@@ -177,7 +178,7 @@ def verify_source(src: BundleSource, *, data_dir: str | Path | None = None, spec
 
 def _run_stages(src: BundleSource, *, data_dir: str | Path | None, spec: str | Path | None, recompile: bool,
                 replay: int, replay_seed: int, engine: str | None,
-                engine_factory: Callable[[Any], Any] | None) -> VerifyReport:
+                engine_factory: Callable[[Any], Any] | None, strict: bool = False) -> VerifyReport:
     ctx = checks.Context(src)
     rep = VerifyReport(where=src.where, bundle_id=src.bundle_id, claimed_id=src.claimed_id,
                        kind=src.manifest.kind, parent=src.manifest.parent)
@@ -192,6 +193,7 @@ def _run_stages(src: BundleSource, *, data_dir: str | Path | None, spec: str | P
     rep.stages.append(recheck.check_targets(ctx))
     if (derived := check_derived(ctx)) is not None:
         rep.stages.append(derived)
+    rep.stages.append(check_files(ctx, strict=strict, stats=ctx.stats))
     rep.stages.append(check_provenance(ctx))
     if replay:
         rep.stages.append(check_replay(ctx, replay, seed=replay_seed, engine=engine, factory=engine_factory))

@@ -10,14 +10,16 @@ from batchsafe.cli._common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, err, out, stor
 
 def cmd_verify(args: argparse.Namespace) -> int:
     """Recheck a bundle stage by stage; exit 1 when any stage fails."""
-    from batchsafe.verification.verify import verify
+    from batchsafe.compiler.diagnostics import safe_text
+    from batchsafe.verification.entry import verify  # rejects bad input before the analysis stack loads
 
     if args.replay < 0:
         err().print("error: --replay takes a number of groups >= 0", markup=False)
         return EXIT_USAGE
     store = store_of(args) if not Path(args.bundle).exists() else None
     report = verify(args.bundle, store, claimed_id=args.id, data_dir=args.data_dir, spec=args.spec,
-                    recompile=not args.no_recompile, replay=args.replay, replay_seed=args.replay_seed, engine=args.engine)
+                    recompile=not args.no_recompile, replay=args.replay, replay_seed=args.replay_seed, engine=args.engine,
+                    strict=args.strict)
     if args.vsa:
         _write_vsa(report, args)
     if args.json:
@@ -25,7 +27,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     else:
         con = out()
         for line in report.lines():
-            con.print(line, markup=False)
+            con.print(safe_text(line), markup=False)  # bundle names and texts may carry bidi/control characters
     return EXIT_OK if report.ok else EXIT_FAIL
 
 
@@ -52,6 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--replay", type=int, default=0, metavar="N", help="re-run N seeded groups and compare bytes")
     p.add_argument("--replay-seed", type=int, default=0, help="seed choosing the replayed groups")
     p.add_argument("--engine", help="replay only groups of this plan engine")
+    p.add_argument("--strict", action="store_true", help="fail on listed files no stage checks (logs, volatile)")
     p.add_argument("--vsa", metavar="FILE", help="also write a SLSA verification summary attestation (in-toto JSON)")
     store_args(p)
     p.set_defaults(func=cmd_verify)

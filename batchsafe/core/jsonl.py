@@ -44,6 +44,11 @@ def parse_line(line: bytes, where: str, n: int, what: str, current: int | None) 
 
 def parse_lines(raw: bytes, where: str, what: str, current: int | None) -> list[tuple[int, dict[str, Any]]]:
     """(line number, record) for every non-blank line of ``raw``."""
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:  # orjson would say "surrogates not allowed" or similar
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise JsonLineError(f"{where}:{line}: invalid UTF-8 at byte {exc.start}") from None
     numbered = [(n, line) for n, line in enumerate(raw.splitlines(), 1) if line.strip()]
     try:
         bulk = orjson.loads(b"[" + b",".join(line for _, line in numbered) + b"]")

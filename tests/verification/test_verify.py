@@ -198,7 +198,7 @@ CONSISTENT: list[tuple[str, Callable[[Path], object], str, str]] = [
     ("edited-output-text", edit_output_text, "rescoring", "analysis/scores.jsonl: sample {r}: output_sha256 recorded"),
     ("edited-score", edit_score, "rescoring", "analysis/scores.jsonl: sample {r}: score recorded 0.0, rescoring with"),
     ("edited-stats-number", edit_stats, "statistics", "analysis/stats.json: p1.flip_rate.safety: recorded 0.01, recomputed"),
-    ("removed-sample", remove_sample, "coverage", "outputs/samples.jsonl: sample {r} is missing"),
+    ("removed-sample", remove_sample, "coverage", "sample {r} missing from outputs/samples.jsonl"),
     ("duplicated-sample", duplicate_sample, "coverage", "outputs/samples.jsonl: sample {r} appears 2 times"),
     ("misplaced-sample", misplace_sample, "coverage", "outputs/samples.jsonl: sample {r} ran as prompt"),
     ("edited-flip-row", edit_flip_row, "statistics", "analysis/flips.jsonl: sample {r}: flipped, direction recorded"),

@@ -67,6 +67,18 @@ def expected_flips(plan: Plan) -> int:
     return sum((variant(s) == "bad") != (variant(by_id[s.baseline]) == "bad") for s in plan.samples if s.baseline)
 
 
+def fake_fillers(plan: Plan) -> list[dict]:
+    """Filler records as ``runtime.bindings.group_records`` writes them, in plan order."""
+    out = []
+    for g in sorted(plan.groups, key=lambda g: g.index):
+        for i, m in enumerate(g.members):
+            if m.sample is None:
+                out.append({"filler": f"{g.id}:{i}", "group": g.id, "position": i, "prompt": m.prompt, "phase": g.phase,
+                            "model": g.model, "engine": g.engine, "condition": g.condition.model_dump(mode="json"),
+                            "text": "filler text", "finish_reason": "stop", "prompt_tokens": 3, "completion_tokens": 2})
+    return out
+
+
 def write_run_dir(plan: Plan, run_dir: Path) -> Path:
     """A finished run directory: run.json, outputs/samples.jsonl, volatile/timings.jsonl."""
     outputs = fake_outputs(plan)
@@ -75,7 +87,7 @@ def write_run_dir(plan: Plan, run_dir: Path) -> Path:
     (run_dir / "volatile").mkdir()
     ordered = sorted(outputs.values(), key=lambda r: (index[r["group"]], r["position"]))
     (run_dir / "outputs" / "samples.jsonl").write_bytes(b"".join(canonical_bytes(r) for r in ordered))
-    (run_dir / "outputs" / "fillers.jsonl").write_bytes(b"")
+    (run_dir / "outputs" / "fillers.jsonl").write_bytes(b"".join(canonical_bytes(r) for r in fake_fillers(plan)))
     timings = [{"group": g.id, "index": g.index, "wall_s": 0.1 + 0.01 * len(g.members)} for g in plan.groups]
     (run_dir / "volatile" / "timings.jsonl").write_text("".join(json.dumps(t) + "\n" for t in timings))
     (run_dir / "run.json").write_bytes(canonical_bytes({"plan_hash": plan.plan_hash, "completed": True}))

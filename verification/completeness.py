@@ -1,0 +1,194 @@
+"""Verify stage ``files``: every file the manifest lists is accounted for by some stage.
+
+A bundle may carry any file its author listed; a file no stage reads would be "verified"
+without anyone having looked at it.  This stage closes that gap:
+
+* each listed name is matched against :data:`CLAIMS` (name pattern -> the stage that
+  checks it).  A name no stage knows is a FAIL.  ``logs/`` and other volatile files are
+  informational (server and run logs, engine descriptions): they are listed as
+  *unchecked* in the summary, and ``verify --strict`` fails on them;
+* JSON-lines artifacts must be in their canonical byte form: UTF-8, LF line ends, a
+  final newline, and (for the deterministic ones) each line exactly the canonical JSON of
+  its record.  A CRLF rewrite under a self-consistent manifest is a FAIL naming the file
+  and line;
+* ``outputs/fillers.jsonl`` is checked against the plan's groups: one record per filler
+  member (a group member without a sample), at its group and position, with the group's
+  prompt, phase, model, engine and condition and exactly the runtime's keys, in plan order;
+* figures (``analysis/plots/*.png``) are re-rendered from the recomputed statistics (the
+  renderer is byte-reproducible): each must equal its recomputation, a recomputed figure
+  missing from the bundle is a FAIL, and so is a listed figure nobody can recompute.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections import Counter
+from typing import Any
+
+import orjson
+
+from batchsafe.core.canonical import canonical_bytes_of_parsed
+
+from .checks import FILLERS, FLIPS, OUTPUTS, PLAN, REPORT, SCORES, STATS, TARGETS, Context
+from .report import Stage
+
+__all__ = ["CLAIMS", "UNCHECKED", "check_files", "claim_of", "jsonl_problem"]
+
+PLOTS = "analysis/plots/"
+CLAIMS: list[tuple[str, str]] = [
+    (PLAN, "schemas, plan"), ("run.json", "plan"), ("environment.json", "schemas"), ("spec/*", "plan"),
+    (OUTPUTS, "coverage"), (FILLERS, "files"), ("volatile/timings.jsonl", "rescoring"),
+    (SCORES, "rescoring"), (FLIPS, "statistics"), (STATS, "statistics"), (TARGETS, "statistics"),
+    (REPORT, "statistics"), (PLOTS + "*.png", "files"),
+    ("analysis/rescore_audit.jsonl", "derived"), ("analysis/rescore_audit.json", "derived"),
+    ("adjudication/labels.jsonl", "derived"), ("adjudication/summary.json", "derived"),
+    ("adjudication/report.md", "derived"), ("launch/*.json", "stack"),
+    ("attestation/provenance.intoto.json", "provenance"),
+]
+"""Name pattern (fnmatch; ``*`` spans ``/``) -> the stage(s) that check such a file."""
+UNCHECKED = ("logs/*", "volatile/*")
+"""Informational files: listed as unchecked (``--strict`` fails on them)."""
+# JSON-lines files whose every line must be canonical JSON (the volatile timings are
+# written with Python's json.dumps and are only required to be clean JSON lines).
+CANONICAL_JSONL = (OUTPUTS, FILLERS, SCORES, FLIPS, "analysis/rescore_audit.jsonl", "adjudication/labels.jsonl")
+FILLER_KEYS = frozenset({"filler", "group", "position", "prompt", "phase", "model", "engine", "condition", "text",
+                         "finish_reason", "prompt_tokens", "completion_tokens"})
+"""Keys of a filler record (``runtime.bindings.group_records``)."""
+
+
+def claim_of(name: str) -> str | None:
+    """The stage(s) that check ``name``, or None when no stage knows it."""
+    return next((stage for pat, stage in CLAIMS if fnmatch.fnmatchcase(name, pat)), None)
+
+
+def jsonl_problem(raw: bytes, name: str, *, canonical: bool) -> str | None:
+    """The first way ``raw`` departs from canonical JSON lines, naming the line; None if it does not."""
+    nl = b"\n"
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"{name}:{raw.count(nl, 0, exc.start) + 1}: invalid UTF-8 at byte {exc.start}"
+    if raw and not raw.endswith(nl):
+        return f"{name}:{raw.count(nl) + 1}: the last line has no final newline"
+    for n, line in enumerate(raw.split(nl)[:-1], 1):
+        if line.endswith(b"\r") or b"\r" in line:
+            return f"{name}:{n}: CRLF or CR line ending (JSON lines end with LF only)"
+        if not line.strip():
+            return f"{name}:{n}: blank line"
+        if canonical:
+            try:
+                obj = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                return f"{name}:{n}: not JSON"
+            if canonical_bytes_of_parsed(obj) != line + b"\n":
+                return f"{name}:{n}: not canonical JSON (sorted keys, no whitespace, minimal escapes)"
+    return None
+
+
+def check_files(ctx: Context, *, strict: bool = False, stats: dict[str, Any] | None = None) -> Stage:
+    """The ``files`` stage (see the module docstring); ``stats`` are the recomputed statistics, if any."""
+    st = Stage(name="files")
+    plan = ctx.plan
+    launches = plan is not None and any((e.config.get("launch") or {}).get("kind") in ("process", "container")
+                                        for e in plan.engines)
+    unchecked: list[str] = []
+    by_stage: Counter[str] = Counter()
+    for e in ctx.src.manifest.files:
+        name = e.name
+        owner = claim_of(name)
+        if owner == "stack" and not launches:
+            st.fail(f"{name}: a launch record, but the plan launches no server")
+        elif owner is not None:
+            by_stage[owner] += 1
+        elif any(fnmatch.fnmatchcase(name, p) for p in UNCHECKED):
+            unchecked.append(name)
+            if strict:
+                st.fail(f"{name}: not checked by any stage (--strict)")
+        else:
+            st.fail(f"{name}: listed in the manifest, but no verify stage knows this file")
+    for name in sorted(n for n in ctx.src.names if n.endswith(".jsonl")):
+        if ctx.usable(name):
+            problem = jsonl_problem(ctx.src.read(name), name, canonical=name in CANONICAL_JSONL)
+            if problem:
+                st.fail(problem)
+    if plan is not None and ctx.usable(FILLERS):
+        _check_fillers(ctx, st)
+    elif plan is not None and any(m.sample is None for g in plan.groups for m in g.members) \
+            and ctx.src.has(OUTPUTS) and not ctx.src.has(FILLERS):
+        st.fail(f"{FILLERS}: missing, but the plan's groups have filler members")
+    _check_plots(ctx, st, stats)
+    n = len(ctx.src.manifest.files)
+    shown = ", ".join(unchecked[:5]) + (f", ... ({len(unchecked) - 5} more)" if len(unchecked) > 5 else "")
+    tail = f"; {len(unchecked)} unchecked: {shown}" if unchecked else ""
+    st.summary = (f"{n - len(unchecked)} of {n} listed files checked by a stage{tail}" if st.status == "PASS"
+                  else f"{st.n_problems} problem(s) in the bundle's files{tail}")
+    return st
+
+
+def _check_fillers(ctx: Context, st: Stage) -> None:
+    """One filler record per filler member of the plan's groups, where the group says, in plan order."""
+    plan = ctx.plan
+    assert plan is not None
+    raw = ctx.src.read(FILLERS)
+    try:
+        rows = [orjson.loads(x) for x in raw.splitlines() if x.strip()]
+    except orjson.JSONDecodeError:
+        st.fail(f"{FILLERS}: not JSON lines")
+        return
+    expected = [(g, i, m) for g in sorted(plan.groups, key=lambda g: g.index)
+                for i, m in enumerate(g.members) if m.sample is None]
+    want = {(g.id, i): (g, m) for g, i, m in expected}
+    seen: Counter[tuple[str, int]] = Counter()
+    order = []
+    for n, r in enumerate(rows, 1):
+        if not isinstance(r, dict):
+            st.fail(f"{FILLERS}:{n}: not a JSON object")
+            continue
+        keys = set(r)
+        if keys != FILLER_KEYS:
+            extra, missing = sorted(keys - FILLER_KEYS), sorted(FILLER_KEYS - keys)
+            st.fail(f"{FILLERS}:{n}: keys differ from a filler record's"
+                    + (f"; unexpected {', '.join(map(str, extra))[:80]}" if extra else "")
+                    + (f"; missing {', '.join(missing)}" if missing else ""))
+        key = (r.get("group"), r.get("position"))
+        if key not in want:
+            st.fail(f"{FILLERS}:{n}: group {str(key[0])[:40]} position {str(key[1])[:12]} is not a filler member of the plan")
+            continue
+        seen[key] += 1
+        order.append(key)
+        g, m = want[key]
+        got = (r.get("prompt"), r.get("phase"), r.get("model"), r.get("engine"), r.get("condition"))
+        if got != (m.prompt, g.phase, g.model, g.engine, g.condition.model_dump(mode="json")):
+            st.fail(f"{FILLERS}:{n}: filler at group {g.id} position {key[1]} does not match the plan's "
+                    "prompt, phase, model, engine or condition")
+    for key, k in seen.items():
+        if k > 1:
+            st.fail(f"{FILLERS}: filler at group {key[0]} position {key[1]} appears {k} times")
+    for g, i, _ in expected:
+        if (g.id, i) not in seen:
+            st.fail(f"filler at group {g.id} position {i} missing from {FILLERS}")
+    if st.status == "PASS" and order != [(g.id, i) for g, i, _ in expected]:
+        st.fail(f"{FILLERS}: records are not in plan order (group index, position)")
+
+
+def _check_plots(ctx: Context, st: Stage, stats: dict[str, Any] | None) -> None:
+    listed = sorted(n for n in ctx.src.names if n.startswith(PLOTS))
+    if stats is None:
+        if listed:
+            st.fail(f"{listed[0]}: cannot be recomputed (the statistics could not be), so {len(listed)} figure(s) "
+                    "are unchecked")
+        return
+    if not listed and not ctx.src.has(REPORT):
+        return  # a bundle without the analysis' report and figures (e.g. analysed with plots off)
+    from batchsafe.analysis.plots import render_plots
+
+    figures = {PLOTS + k.removeprefix("plots/"): v for k, v in render_plots(stats).items()}
+    if not listed and figures:
+        return  # analysed without figures (`plots=False`): the report lists none, which statistics checks
+    for name in listed:
+        if name not in figures:
+            st.fail(f"{name}: no such figure is recomputed from the statistics")
+        elif ctx.usable(name) and ctx.src.read(name) != figures[name]:
+            st.fail(f"{name}: differs from the figure re-rendered from the recomputed statistics")
+    for name in sorted(set(figures) - set(listed)):
+        st.fail(f"{name}: missing; the recomputed statistics give this figure")
