@@ -37,6 +37,7 @@ from batchsafe.core.atomic import atomic_write
 from batchsafe.core.canonical import canonical_bytes, hash_obj
 from batchsafe.core.errors import EXIT_USAGE, BatchsafeError
 from batchsafe.runtime.bindings import binding_for
+from batchsafe.runtime.engines.catalogue import ENGINES
 
 SHARD_SCHEMA_VERSION = 1
 MANIFEST_FILE = "shard_manifest.json"
@@ -45,7 +46,7 @@ POLICY = "blocks-lpt/1"
 """Name and version of the assignment rule; a change of rule is a new version."""
 ORDERED_PHASES = frozenset({"repeat_floor"})
 """Phase kinds whose groups must run in schedule order on one engine instance."""
-EMBEDDED_KINDS = frozenset({"llamacpp", "transformers"})
+EMBEDDED_KINDS = frozenset(k for k, e in ENGINES.items() if e.embedded)
 """Engine kinds that run inside the worker (no server shared between workers)."""
 
 

@@ -84,6 +84,11 @@ class EngineInfo:
         """Dispatch modes this kind implements."""
         return self.capabilities.modes
 
+    @property
+    def embedded(self) -> bool:
+        """Runs inside the calling process (no server to share): a kind without a default endpoint."""
+        return self.default_endpoint is None
+
 
 ENGINES: dict[str, EngineInfo] = {}
 """Engine kind -> declaration, in declaration order."""

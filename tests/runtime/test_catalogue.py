@@ -53,6 +53,9 @@ def test_default_endpoints_are_declared_once() -> None:
     assert VLLMEngine.model_fields["endpoint"].default == ENGINES["vllm"].default_endpoint == SERVER_PROBES["vllm"][1]
     assert OllamaEngine.model_fields["endpoint"].default == ENGINES["ollama"].default_endpoint == SERVER_PROBES["ollama"][1]
     assert "llamacpp" not in SERVER_PROBES
+    from batchsafe.runtime.shard import EMBEDDED_KINDS
+
+    assert EMBEDDED_KINDS == {"llamacpp"}  # in-process kinds, as declared (no server to share)
 
 
 def test_declarations_are_checked_and_unknown_kinds_named() -> None:
