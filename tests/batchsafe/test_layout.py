@@ -152,3 +152,30 @@ def test_the_cycle_search_sees_imports_inside_functions() -> None:
     mods = _modules()
     prior = _imports("batchsafe.compiler.prior", mods["batchsafe.compiler.prior"], set(mods), top_level_only=False)
     assert "batchsafe.bundles.store" in prior and "batchsafe.analysis.analyze" not in prior
+
+
+# Floors, lowest first; a module belongs to the longest prefix that names it. The two
+# catalogues are declarations (they import nothing of batchsafe), so every stage may read them.
+FLOORS = ["batchsafe.core", "batchsafe.runtime.engines.catalogue", "batchsafe.analysis.scorers", "batchsafe.compiler",
+          "batchsafe.runtime", "batchsafe.bundles", "batchsafe.analysis", "batchsafe.verification",
+          "batchsafe.registry", "batchsafe"]
+UPWARD_ALLOWED = {
+    # select.from_bundle: the compiler reads a prior bundle's flips from the store, at compile time.
+    ("batchsafe.compiler.prior", "batchsafe.analysis.flips"),
+    ("batchsafe.compiler.prior", "batchsafe.bundles.store"),
+    # adjudicate export opens any bundle reference (store id, directory, archive) as verify does.
+    ("batchsafe.analysis.adjudication", "batchsafe.verification.source"),
+}
+
+
+def _floor(module: str) -> int:
+    return max((i for i, p in enumerate(FLOORS) if module == p or module.startswith(p + ".")),
+               key=lambda i: len(FLOORS[i]))
+
+
+def test_no_module_imports_from_a_higher_floor() -> None:
+    mods = _modules()
+    up = {(m, n) for m, p in mods.items() for n in _imports(m, p, set(mods), top_level_only=False)
+          if _floor(n) > _floor(m)}
+    assert up - UPWARD_ALLOWED == set()
+    assert UPWARD_ALLOWED <= up  # an exception that no longer happens is taken off the list
