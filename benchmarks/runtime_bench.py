@@ -39,7 +39,6 @@ from typing import Any
 
 import numpy as np
 
-from batchsafe.compiler.compile import compile_spec
 from batchsafe.compiler.plan import Plan
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -429,6 +428,8 @@ def fixed_costs(model_path: str) -> dict[str, float]:
 def run(repeat: int = 2, profile: bool = True, groups_per_bs: dict[int, int | None] | None = None
         ) -> dict[str, Any]:
     """Alternate arms (a, b) ``repeat`` times each; medians, overhead and (once) a profile of (a)."""
+    from batchsafe.compiler.compile import compile_spec  # here: the GPU bench imports this module without ruamel
+
     full = compile_spec(SPEC)
     plan = reduced_plan(full, groups_per_bs)
     settings = _engine_settings(plan)
