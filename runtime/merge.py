@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from batchsafe.compiler.plan import Plan
+from batchsafe.core import layout
 from batchsafe.core.atomic import atomic_write, fsync_dir
 from batchsafe.core.canonical import hash_file
 from batchsafe.core.errors import EXIT_FAIL, EXIT_USAGE, BatchsafeError
@@ -39,8 +40,8 @@ MERGED_MANIFEST = "volatile/" + MANIFEST_FILE
 """Where the merged run keeps the manifest: how the run was spread over workers is execution
 detail (the outputs do not depend on it), so it sits with the timings, not with the results."""
 #: Files of a partial that merge rebuilds rather than copies.
-_REBUILT = {"run.json", jr.JOURNAL_FILE, ".lock", PARTIAL_FILE, MANIFEST_FILE, "environment.json",
-            "volatile/timings.jsonl", "volatile/engines.jsonl", "logs/run.log"}
+_REBUILT = {layout.RUN, jr.JOURNAL_FILE, ".lock", PARTIAL_FILE, MANIFEST_FILE, layout.ENVIRONMENT,
+            layout.TIMINGS, "volatile/engines.jsonl", "logs/run.log"}
 
 
 class MergeError(BatchsafeError):
@@ -189,7 +190,7 @@ def _write(plan: Plan, parts: list[_Part], manifest: ShardManifest, d: Path) -> 
                    f"(from {p.dir.name})\n")
         run_log = p.dir / "logs" / "run.log"
         log.append(run_log.read_text(encoding="utf-8", errors="replace") if run_log.is_file() else "")
-        env_path = p.dir / "environment.json"
+        env_path = p.dir / layout.ENVIRONMENT
         envs.append(json.loads(env_path.read_bytes()) if env_path.is_file() else {})
     atomic_write(d / "volatile" / "timings.jsonl", b"".join(line for _, line in sorted(timings, key=lambda t: t[0])))
     atomic_write(d / "volatile" / "engines.jsonl", b"".join(engines))
@@ -197,7 +198,7 @@ def _write(plan: Plan, parts: list[_Part], manifest: ShardManifest, d: Path) -> 
     env = dict(envs[0])
     env["engines"] = [e for x in envs for e in x.get("engines", [])]
     env["shards"] = [{"shard": p.rec.shard, **x} for p, x in zip(parts, envs)]
-    atomic_write(d / "environment.json", json.dumps(env, indent=2, sort_keys=True).encode() + b"\n")
+    atomic_write(d / layout.ENVIRONMENT, json.dumps(env, indent=2, sort_keys=True).encode() + b"\n")
     atomic_write(d / "volatile" / "shards.json", json.dumps(
         [{"shard": p.rec.shard, "workers": p.rec.workers, "groups": p.rec.groups, "samples": p.rec.samples,
           "journal_sha256": p.rec.journal_sha256, "partial": p.dir.name} for p in parts],
