@@ -146,6 +146,8 @@ class VLLMEngine(Engine):
         hint = ("this adapter talks to a running server and does not start containers; start one, e.g. "
                 + start_command(self.config.get("image"), self.hf_repo, self.hf_revision, self.flags, self.env,
                                 endpoint))
+        if self.launched is not None:  # batchsafe started it: point at its record and log, not at docker run
+            hint = f"batchsafe launched it ({self.launched.record.file_name()}; log {self.launched.record.log})"
         self.client = ServerClient(endpoint, "vLLM", timeout_s=self.timeout_s, hint=hint, warm_path="/health")
         self.served_model, self.card, self.revision_verified = self._find_model(self.client.get("/v1/models"))
         self.server_version = self._server_version()

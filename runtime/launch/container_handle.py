@@ -113,6 +113,8 @@ class ContainerHandle:
     def _state(self) -> dict[str, Any]:
         import docker
 
+        if self.stopped_unix is not None:
+            return {"Status": "removed"}  # stop() removed it (and closed the client)
         try:
             self.container.reload()
             return self.container.attrs.get("State") or {}
@@ -182,6 +184,7 @@ class ContainerHandle:
             self._reaper.kill()  # the container is gone: nothing left to reap
             self._reaper.wait(timeout=10)
         self.stopped_unix = time.time()
+        self.client.close()  # one client per launch: its connection pool goes with the container
         with process._LIVE_LOCK:
             process._LIVE.discard(self)  # type: ignore[arg-type]
         with open(self.log_path, "ab") as log:

@@ -146,3 +146,19 @@ def test_tr138_v2_launches_the_pinned_vllm_image_on_the_gpus() -> None:
     eng = spec.engines["vllm"]
     assert eng.launch is not None and eng.launch.kind == "container" and "@sha256:" in eng.image
     assert "VLLM_TARGET_DEVICE" not in eng.env  # so the launcher requests --gpus all
+
+
+def test_only_containers_of_a_gone_owner_on_this_host_count_as_orphans() -> None:
+    import os
+    import socket
+    import subprocess
+
+    from batchsafe.runtime.launch.container_handle import _owner_gone
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    host = socket.gethostname()
+    assert _owner_gone(f"{host}:{dead.pid}")
+    assert not _owner_gone(f"{host}:{os.getpid()}")  # alive: keep
+    assert not _owner_gone(f"other-host:{dead.pid}")  # another machine's container on a shared daemon
+    assert not _owner_gone("") and not _owner_gone(f"{host}:x")
