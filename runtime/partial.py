@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict
 
 from batchsafe.compiler.plan import Plan
 from batchsafe.core import layout
+from batchsafe.core.artifact import artifact
 from batchsafe.core.atomic import atomic_write
 from batchsafe.core.canonical import canonical_bytes, hash_file
 from batchsafe.core.errors import EXIT_FAIL, BatchsafeError
@@ -42,6 +43,7 @@ class PartialError(BatchsafeError):
     exit_code = EXIT_FAIL
 
 
+@artifact("partial run record", version=PARTIAL_SCHEMA_VERSION, error=PartialError)  # in partial runs, never bundled
 class PartialRecord(BaseModel):
     """``partial.json``: one shard, completely journaled."""
 
@@ -122,17 +124,7 @@ def read_partial(run_dir: Path, plan: Plan) -> PartialRecord:
     if not path.is_file():
         raise PartialError(f"{run_dir}: not a completed shard (no {PARTIAL_FILE}); finish it with "
                            "batchsafe run PLAN --shard i/N --out DIR --resume")
-    try:
-        data = json.loads(path.read_bytes())
-    except (OSError, ValueError) as exc:
-        raise PartialError(f"{path}: unreadable: {exc}") from None
-    if isinstance(data, dict) and isinstance(data.get("schema_version"), int) \
-            and data["schema_version"] > PARTIAL_SCHEMA_VERSION:
-        raise PartialError(f"{path}: version {data['schema_version']} is newer than this batchsafe understands")
-    try:
-        rec = PartialRecord.model_validate(data)
-    except ValueError as exc:
-        raise PartialError(f"{path}: not a partial-run record: {exc}") from None
+    rec: PartialRecord = PartialRecord.from_path(path)  # type: ignore[attr-defined]  # the one version gate
     if rec.plan_hash != plan.plan_hash:
         raise PartialError(f"{run_dir}: partial run of plan {rec.plan_hash}, but the plan given is {plan.plan_hash}")
     journal = Path(run_dir) / jr.JOURNAL_FILE

@@ -33,6 +33,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from batchsafe.compiler.plan import Plan
+from batchsafe.core.artifact import artifact
 from batchsafe.core.atomic import atomic_write
 from batchsafe.core.canonical import canonical_bytes, hash_obj
 from batchsafe.core.errors import EXIT_USAGE, BatchsafeError
@@ -75,6 +76,9 @@ class Shard(BaseModel):
     """GPUs a worker for this shard reserves (Ray ``num_gpus``); 0 for CPU engines and clients of servers."""
 
 
+# Not a layout file: partial runs hold it as shard_manifest.json, merged runs as volatile/shard_manifest.json
+# (informational to verify: the outputs do not depend on how the run was spread).
+@artifact("shard manifest", version=SHARD_SCHEMA_VERSION, error=ShardError)
 class ShardManifest(BaseModel):
     """How a plan is cut over ``workers`` workers (``shard_manifest.json``)."""
 
@@ -107,21 +111,8 @@ class ShardManifest(BaseModel):
 
     @classmethod
     def read(cls, path: Path) -> ShardManifest:
-        """Parse a manifest file (ShardError when unreadable, malformed or newer)."""
-        import json
-
-        try:
-            data = json.loads(Path(path).read_bytes())
-        except (OSError, ValueError) as exc:
-            raise ShardError(f"{path}: unreadable shard manifest: {exc}") from None
-        if isinstance(data, dict) and isinstance(data.get("schema_version"), int) \
-                and data["schema_version"] > SHARD_SCHEMA_VERSION:
-            raise ShardError(f"{path}: shard manifest version {data['schema_version']} is newer than this "
-                             f"batchsafe understands ({SHARD_SCHEMA_VERSION})")
-        try:
-            return cls.model_validate(data)
-        except ValueError as exc:
-            raise ShardError(f"{path}: not a shard manifest: {exc}") from None
+        """Parse a manifest file (ShardError when unreadable, malformed or newer: the artifacts floor's gate)."""
+        return cls.from_path(path)  # type: ignore[attr-defined, no-any-return]
 
 
 # --- the pure core: items -> shards ---------------------------------------------------

@@ -90,6 +90,10 @@ def test_altered_or_incomplete_or_foreign_partials_are_refused(plan, runs, tmp_p
     journal.write_bytes(journal.read_bytes().replace(b'"text":"', b'"text":"X', 1))
     with pytest.raises(PartialError, match="journal.jsonl has sha256 .* recorded"):
         merge_partials(plan, bad, tmp_path / "m")
+    rec = json.loads((bad[1] / "partial.json").read_bytes())
+    (bad[1] / "partial.json").write_text(json.dumps({**rec, "schema_version": 2}))
+    with pytest.raises(PartialError, match="partial run record schema_version 2 is newer"):
+        merge_partials(plan, bad[1:], tmp_path / "m")
     (bad[1] / "partial.json").unlink()
     with pytest.raises(PartialError, match="not a completed shard"):
         merge_partials(plan, bad[1:], tmp_path / "m")
@@ -119,6 +123,11 @@ def test_partials_of_another_sharding_are_refused(plan, runs, tmp_path):
 def test_resuming_a_shard_dir_with_another_shard_is_refused(plan, runs, tmp_path):
     _, parts = runs
     d = _copy([parts[0]], tmp_path)[0]
+    factory = fakes.FakeFactory()
+    done = run_shard(plan, d, 0, N, resume=True, engine_factory=factory, progress=False)
+    assert done.complete and done.groups_done == len(shard_plan(plan, N).shards[0].groups) and not factory.calls
+    with pytest.raises(PartialError, match="holds shard 0/3"):
+        run_shard(plan, d, 1, N, resume=True, engine_factory=factory, progress=False)
     (d / "partial.json").unlink()  # as if shard 0 had been interrupted
     with pytest.raises(RunSetupError, match="outside the shard asked for"):
         run_shard(plan, d, 1, N, resume=True, engine_factory=fakes.FakeFactory(), progress=False)
