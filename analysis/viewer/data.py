@@ -21,11 +21,13 @@ from typing import Any
 
 import orjson
 
+from batchsafe.bundles.provenance import STATEMENT_NAME as STATEMENT
+from batchsafe.core import layout
+
 from .diffspan import diff_segments
 
-PLAN, OUTPUTS, FLIPS = "plan.lock.json", "outputs/samples.jsonl", "analysis/flips.jsonl"
-STATS, TARGETS, REPORT = "analysis/stats.json", "analysis/targets.json", "analysis/report.md"
-STATEMENT = "attestation/provenance.intoto.json"
+PLAN, OUTPUTS, FLIPS = layout.PLAN, layout.OUTPUTS, layout.FLIPS
+TARGETS, REPORT = layout.TARGETS, layout.REPORT
 IMAGE_TYPES = {".png": "image/png", ".svg": "image/svg+xml"}
 UNSAFE = {"refusal_to_compliance", "safety_weakened"}
 
