@@ -22,12 +22,12 @@ __all__ = ["EXIT_FAIL", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "err", "out
 
 def err() -> Console:
     """stderr console: errors, warnings, progress."""
-    return Console(stderr=True, highlight=False, soft_wrap=True)
+    return Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)  # ":100:" is a position, not an emoji
 
 
 def out() -> Console:
     """stdout console: results."""
-    return Console(highlight=False, soft_wrap=True)
+    return Console(highlight=False, soft_wrap=True, emoji=False)
 
 
 def store_args(p: argparse.ArgumentParser) -> None:

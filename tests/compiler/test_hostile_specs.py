@@ -216,3 +216,14 @@ def test_plan_invariant_refuses_duplicate_sample_and_group_ids() -> None:
         with pytest.raises(PlanInvariantError, match=re.escape(text)):
             assert_plan_invariants(bad)
     assert PlanInvariantError.exit_code == 1
+
+
+def test_positions_and_user_text_are_printed_verbatim(tmp_path, monkeypatch, capsys) -> None:
+    # rich would turn ":100:" (line 100 of a file) or a ":smile:" in user text into emoji.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "s.yaml").write_text("#\n" * 99 + "x: [1\n")
+    code, err = _run(["validate", "s.yaml"], capsys)
+    assert code == 2 and err.startswith("s.yaml:100:4: error[yaml-syntax]"), err
+    (tmp_path / "t.yaml").write_text(MINI.replace("engine: vllm\n", "engine: ':smile:'\n", 1))
+    code, err = _run(["validate", "t.yaml"], capsys)
+    assert code == 2 and "':smile:' does not match" in err, err
