@@ -203,13 +203,16 @@ class ContainerRequest:
             out.append(f"{who}: launch.model_dir {self.model_dir} is not a directory")
         if self.port is not None and port_taken(self.port):
             out.append(f"{who}: launch.port {self.port} on {HOST} is already taken")
-        if client is None:
+        own = client is None
+        if own:
             try:
                 client = connect(timeout_s=10)
             except LaunchError as exc:
                 out.append(f"{who}: {exc}")
         if client is not None:
             out.extend(f"{who}: {p}" for p in image_problems(client, self.image))
+            if own:
+                client.close()
         if out:
             out.append(f"{who}: the container batchsafe would start, to run by hand: {self.docker_run()}")
         return out
