@@ -120,6 +120,20 @@ def test_image_is_pulled_back_by_digest_and_runs(client, pinned, tmp_path) -> No
         client.containers.get(rec.container.container_id)  # stopped and removed
 
 
+def test_a_container_that_exits_at_start_is_a_launch_error_with_its_code_and_log(client, pinned, tmp_path) -> None:
+    from batchsafe.compiler.compile import compile_spec
+
+    plan = compile_spec(spec_for(tmp_path, pinned))
+    req = prepare(plan, "vllm", plan.models[0], None)
+    req.flags = [*req.flags, "--dtype", "float32"]  # the test image cannot honour it: its entrypoint exits 2
+    with pytest.raises(LaunchError) as exc:
+        ContainerServer(req, tmp_path / "run")
+    msg = str(exc.value)
+    assert "exited with code 2 before it was ready" in msg and "unsupported argument '--dtype'" in msg, msg
+    [rec] = [LaunchRecord.from_bytes(p.read_bytes()) for p in (tmp_path / "run" / "launch").glob("*.json")]
+    assert rec.stop_reason == "failed" and rec.exit_code == 2 and not labelled(client)
+
+
 def test_a_wrong_digest_fails_before_any_sample_naming_both(client, pinned, tmp_path) -> None:
     from batchsafe.compiler.compile import compile_spec
     from batchsafe.runtime.executor import RunError, run_plan
