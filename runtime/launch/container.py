@@ -52,7 +52,9 @@ HF_MOUNT = "/root/.cache/huggingface"
 def split_ref(ref: str) -> tuple[str, str]:
     """``repo@sha256:<hex>`` -> (repo, ``sha256:<hex>``); LaunchError for anything else."""
     repo, sep, digest = ref.partition("@")
-    if not sep or not digest.startswith("sha256:") or len(digest) != 71 or not repo:
+    hexpart = digest[7:]
+    if not sep or not digest.startswith("sha256:") or len(hexpart) != 64 or not repo or \
+            any(c not in "0123456789abcdef" for c in hexpart):
         raise LaunchError(f"image {ref!r} is not pinned as repo@sha256:<64 hex>; a container launch runs images by digest")
     return repo, digest
 

@@ -84,7 +84,7 @@ def test_docker_run_is_a_command_a_user_can_paste(plan, monkeypatch) -> None:
 
 def test_only_digest_pins_are_launched() -> None:
     assert split_ref(IMAGE) == ("127.0.0.1:5000/batchsafe/smol-server", DIGEST)
-    for bad in ("vllm/vllm-openai:latest", "repo@sha256:abc", "@" + DIGEST):
+    for bad in ("vllm/vllm-openai:latest", "repo@sha256:abc", "@" + DIGEST, "repo@sha256:" + "G" * 64):
         with pytest.raises(LaunchError, match="not pinned as repo@sha256"):
             split_ref(bad)
 
