@@ -12,6 +12,7 @@ from typing import Any
 from batchsafe.analysis.scorers.catalogue import SCORERS, check_ref, parse_ref
 from batchsafe.runtime.engines.catalogue import ENGINES
 
+from . import tensor_parallel
 from .datasets import format_fields
 from .diagnostics import Diagnostic
 from .render import SPECIAL_FIELDS, placeholders
@@ -29,6 +30,7 @@ KIND_AXES = {
     "quant_concurrency": ("quants", "concurrency"),
     "kernel_ablation": ("kernel",),
     "repeat_floor": (),
+    "tensor_parallel": ("tensor_parallel",),
 }
 
 
@@ -189,6 +191,7 @@ class Checker:
             self.error(base + ("dispatch",), "invalid-value",
                        f"engine kind {engine.kind} does not implement dispatch {phase.dispatch!r}",
                        "supported: " + ", ".join(ENGINE_MODES[engine.kind]))
+        tensor_parallel.check_phase(self, i, phase, engine, phase.engine)
         if isinstance(engine, VLLMEngine):
             self.check_vllm_stack(base + ("engine",), phase.engine, engine)
             if phase.axes.quants:

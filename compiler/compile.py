@@ -28,6 +28,7 @@ from .render import RenderError, render_prompt
 from .schedule import ScheduleError, schedule_phase
 from .selection import Candidate, SelectionError, rank_key, select
 from .spec import Spec, Task, spec_json_schema
+from .tensor_parallel import phase_variants as tp_variants
 from .schema_errors import validate_schema
 from .yamlspec import LocatedDoc, diag_at, resolve_spec
 
@@ -267,7 +268,8 @@ def compile_spec(path: str | os.PathLike[str], data_dir: str | os.PathLike[str] 
             id=phase.id, kind=phase.kind, engine=phase.engine, models=list(phase.models), tasks=list(phase.tasks),
             dispatch=phase.dispatch, prompts=sched.targets, conditions=sched.conditions,
             samples=len(sched.samples), groups=len(sched.groups),
-            kernel_variants=[k.model_dump() for k in phase.axes.kernel or []]))
+            kernel_variants=[k.model_dump() for k in phase.axes.kernel or []],
+            tensor_parallel=tp_variants(phase)))
     if diags:
         raise SpecError(diags)
 

@@ -123,11 +123,15 @@ class Condition(Frozen):
     """Kernel-flag variant id."""
     repeat: int = 0
     """Repeat index (0 is the first run)."""
+    tensor_parallel: int | None = Field(None, exclude_if=lambda v: v is None)
+    """Tensor-parallel size of the server (left out when the phase has no TP axis, so
+    conditions, sample ids and plan hashes of plans without one are unchanged)."""
 
     def label(self) -> str:
-        """Compact human-readable label, e.g. bs=8 or q=Q2_K,c=4."""
+        """Compact human-readable label, e.g. bs=8 or q=Q2_K,c=4 or bs=8,tp=2."""
         parts = []
-        for key, short in (("batch_size", "bs"), ("cobatch", "co"), ("quant", "q"), ("concurrency", "c"), ("kernel", "k")):
+        for key, short in (("batch_size", "bs"), ("cobatch", "co"), ("quant", "q"), ("concurrency", "c"), ("kernel", "k"),
+                           ("tensor_parallel", "tp")):
             value = getattr(self, key)
             if value is not None:
                 parts.append(f"{short}={value}")
@@ -197,6 +201,9 @@ class PhaseSummary(Frozen):
     groups: int
     kernel_variants: list[dict[str, Any]] = Field(default_factory=list)
     """Kernel-flag variants (id, env, flags) of this phase's kernel axis."""
+    tensor_parallel: list[dict[str, Any]] = Field(default_factory=list, exclude_if=lambda v: not v)
+    """Tensor-parallel variants (size, flags, env) of this phase's TP axis: what each size adds
+    to its launched server (``compiler.tensor_parallel``); absent without the axis."""
 
 
 class ResolvedModel(Frozen):

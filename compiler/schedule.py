@@ -6,7 +6,9 @@ Rules (also in ARCHITECTURE.md):
   (``order:<phase>``), shared by every model and condition, so groups mix tasks
   and a batch-size-2 group is always a prefix-aligned half of the batch-size-4 one.
 * Conditions are the cross product of the axes that are set, in the fixed axis
-  order kernel, quant, concurrency, batch size, co-batch, repeat.
+  order tensor parallel, kernel, quant, concurrency, batch size, co-batch, repeat
+  (server-defining axes first: each TP size, then each kernel variant, is one
+  consecutive run of groups on one launched server).
 * Batch size / concurrency k: the ordered targets are cut into consecutive groups
   of k; with ``pad_groups`` the last group is filled with non-scored fillers taken
   from the start of the order, so every group really has k sequences.
@@ -34,7 +36,7 @@ from .plan import Condition, Group, Member, Prompt, Sample
 from .selection import seeded_order
 from .spec import Phase
 
-AXIS_ORDER = ("kernel", "quant", "concurrency", "batch_size", "cobatch", "repeat")
+AXIS_ORDER = ("tensor_parallel", "kernel", "quant", "concurrency", "batch_size", "cobatch", "repeat")
 
 
 class ScheduleError(BatchsafeError, ValueError):
@@ -49,6 +51,8 @@ def axis_values(phase: Phase) -> dict[str, list[Any]]:
     """The values of each axis that is set, keyed by Condition field name."""
     ax = phase.axes
     values: dict[str, list[Any]] = {}
+    if ax.tensor_parallel:
+        values["tensor_parallel"] = list(ax.tensor_parallel)
     if ax.kernel:
         values["kernel"] = [k.id for k in ax.kernel]
     if ax.quants:
@@ -64,7 +68,7 @@ def axis_values(phase: Phase) -> dict[str, list[Any]]:
 
 
 def _default_baseline(axis: str, vals: list[Any]) -> Any:
-    preferred = {"batch_size": 1, "concurrency": 1, "cobatch": "solo", "repeat": 0}.get(axis)
+    preferred = {"batch_size": 1, "concurrency": 1, "cobatch": "solo", "repeat": 0, "tensor_parallel": 1}.get(axis)
     return preferred if preferred in vals else vals[0]
 
 

@@ -225,6 +225,8 @@ class Axes(Strict):
     """Concurrent clients per group."""
     kernel: list[KernelVariant] | None = Field(None, min_length=1)
     """Kernel-flag variants (e.g. VLLM_BATCH_INVARIANT off/on)."""
+    tensor_parallel: list[Annotated[int, Field(ge=1, le=64)]] | None = Field(None, min_length=1)
+    """Tensor-parallel sizes (vLLM --tensor-parallel-size): one launched server per size, baseline 1."""
     repeats: int = Field(1, ge=1, le=1000)
     """Repeat each condition this many times (a repeat floor measures run-to-run nondeterminism)."""
 
@@ -234,7 +236,8 @@ class Phase(Strict):
 
     id: Name
     """Phase id, unique in the spec."""
-    kind: Literal["batch_size", "cobatch", "quant_concurrency", "true_batch", "kernel_ablation", "repeat_floor"]
+    kind: Literal["batch_size", "cobatch", "quant_concurrency", "true_batch", "kernel_ablation", "repeat_floor",
+                  "tensor_parallel"]
     """Which analysis family the phase feeds."""
     description: str = ""
     """Free text."""
@@ -249,7 +252,7 @@ class Phase(Strict):
     axes: Axes
     """Condition axes."""
     baseline: dict[str, Scalar] = Field(default_factory=dict)
-    """Axis values of the baseline condition (others keep the sample's own value); defaults: batch_sizes 1, cobatch solo, repeat 0, else the first value."""
+    """Axis values of the baseline condition (others keep the sample's own value); defaults: batch_sizes 1, cobatch solo, repeat 0, tensor_parallel 1, else the first value."""
     pad_groups: bool = True
     """Fill an incomplete last group with non-scored filler prompts so every group has its exact size."""
 

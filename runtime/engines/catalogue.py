@@ -52,6 +52,9 @@ class Capabilities:
     """Can build or select quantization variants (Q8_0, Q4_K_M, Q2_K, ...)."""
     modes: tuple[str, ...] = ("sequential",)
     """Dispatch modes from DISPATCH_MODES it implements."""
+    tensor_parallel: bool = False
+    """Starts its server at a given tensor-parallel size, one server per size (a phase's
+    ``axes.tensor_parallel``; ``compiler.tensor_parallel`` refuses the axis otherwise)."""
 
 
 @dataclass(frozen=True)
@@ -96,7 +99,7 @@ ENGINES: dict[str, EngineInfo] = {}
 
 def engine(kind: str, target: str, *, display: str, summary: str, modes: tuple[str, ...],
            true_batching: bool = False, concurrency: bool = False, quant_variants: bool = False,
-           default_endpoint: str | None = None, health_path: str | None = None, extras: tuple[str, ...] = (),
+           tensor_parallel: bool = False, default_endpoint: str | None = None, health_path: str | None = None, extras: tuple[str, ...] = (),
            requires: tuple[str, ...] = ()) -> EngineInfo:
     """Declare engine ``kind``, implemented by ``target`` (``"package.module:Class"``, imported on first use)."""
     unknown = set(modes) - set(DISPATCH_MODES)
@@ -109,7 +112,8 @@ def engine(kind: str, target: str, *, display: str, summary: str, modes: tuple[s
     def factory() -> type:
         return getattr(importlib.import_module(module), cls)
 
-    info = EngineInfo(kind, display, summary, Capabilities(true_batching, concurrency, quant_variants, tuple(modes)),
+    info = EngineInfo(kind, display, summary, Capabilities(true_batching, concurrency, quant_variants, tuple(modes),
+                                                           tensor_parallel),
                       factory, default_endpoint, health_path, tuple(extras), tuple(requires), target)
     ENGINES[kind] = info
     return info
@@ -140,7 +144,7 @@ engine("llamacpp", "batchsafe.runtime.engines.llamacpp:LlamaCppEngine", display=
 engine("vllm", "batchsafe.runtime.engines.vllm:VLLMEngine", display="vLLM",
        summary="vLLM's OpenAI-compatible server, external or launched by batchsafe",
        modes=("sequential", "synchronized", "prompt_list", "concurrent"),
-       true_batching=True, concurrency=True, quant_variants=False,
+       true_batching=True, concurrency=True, quant_variants=False, tensor_parallel=True,
        default_endpoint="http://127.0.0.1:8000", health_path="/v1/models")
 engine("ollama", "batchsafe.runtime.engines.ollama:OllamaEngine", display="Ollama",
        summary="an Ollama server; tag digests checked or recorded",
