@@ -55,15 +55,21 @@ class Binding:
     """Quantization variant of the group's condition (None: the model file as pinned)."""
     kernel: str | None = None
     """Kernel-flag variant id of the group's condition."""
+    tensor_parallel: int | None = None
+    """Tensor-parallel size of the group's condition (a server of its own per size)."""
 
     def label(self) -> str:
         """Short human label, e.g. ``local/llamacpp m1 q=Q2_K``."""
-        extra = "".join(f" {k}={v}" for k, v in (("q", self.quant), ("k", self.kernel)) if v)
+        extra = "".join(f" {k}={v}" for k, v in (("q", self.quant), ("k", self.kernel),
+                                                   ("tp", self.tensor_parallel)) if v)
         return f"{self.engine}/{self.kind} {self.model}{extra}"
 
     def as_dict(self) -> dict[str, Any]:
-        """Plain dict (for logs and environment.json)."""
-        return asdict(self)
+        """Plain dict (for logs and environment.json); no TP key without a TP axis, as before it existed."""
+        out = asdict(self)
+        if self.tensor_parallel is None:
+            del out["tensor_parallel"]
+        return out
 
 
 EngineFactory = Callable[[Binding], Engine]
@@ -74,7 +80,8 @@ def binding_for(plan: Plan, group: Group) -> Binding:
     """The binding of a group: its engine (name and kind), model, quant and kernel variant."""
     kinds = {e.name: e.kind for e in plan.engines}
     return Binding(engine=group.engine, kind=kinds.get(group.engine, "?"), model=group.model,
-                   quant=group.condition.quant, kernel=group.condition.kernel)
+                   quant=group.condition.quant, kernel=group.condition.kernel,
+                   tensor_parallel=group.condition.tensor_parallel)
 
 
 # --- requests and records: the plan side of a group -------------------------------
@@ -261,10 +268,19 @@ def _launch_problems(plan: Plan, engine: str, groups: list[Group]) -> list[str]:
     model = models.get(first.model) if first else None
     if model is None or not model.hf_repo:
         return [f"engine {engine!r} launches vLLM, which needs a model with an hf reference"]
+    from batchsafe.compiler.tensor_parallel import plan_variant
+
+    # One request per TP size the groups use (a size that does not divide the model's heads
+    # is found here, before any server starts); None stands for no TP axis.
+    sizes = sorted({g.condition.tensor_parallel for g in groups if g.engine == engine}, key=lambda v: v or 0)
+    out: list[str] = []
     try:
-        return prepare(plan, engine, model, None).problems()
+        for size in sizes:
+            out += [p for p in prepare(plan, engine, model, None, tp=plan_variant(plan, engine, size)).problems()
+                    if p not in out]
     except LaunchError as exc:
         return [str(exc)]
+    return out
 
 
 def _unavailable(kind: str, why: str | None) -> str:

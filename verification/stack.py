@@ -12,7 +12,10 @@ for each kernel variant its groups ran under, and each record must show:
 * a weights digest that is the digest of the recorded per-file digests and, when the
   plan pins ``hf.weights_sha256``, equal to it;
 * the plan's launch kind; for containers, the plan's image ``repo@sha256:`` as the repo
-  digest that ran (a record of another digest fails naming both), read-only model mounts.
+  digest that ran (a record of another digest fails naming both), read-only model mounts;
+* for phases with a ``tensor_parallel`` axis: one record per TP size the groups ran at,
+  whose ``--tensor-parallel-size`` is the plan's size (the TP variant's flag and env
+  follow the variant's), and for sizes above 1 NVLink multicast off in its env.
 
 Records are parsed as JSON by a pydantic model, never executed.
 """
@@ -24,6 +27,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
+from batchsafe.runtime.launch import tensor_parallel
 from batchsafe.runtime.launch.record import LAUNCH_DIR, LaunchRecord
 from batchsafe.runtime.launch.vllm_process import RESERVED_FLAGS, flag_value
 from batchsafe.runtime.launch.weights import weights_digest
@@ -57,6 +61,31 @@ def _plan_flags(argv: list[str]) -> list[str] | None:
     return argv[i + 2:]
 
 
+def _tp_check(plan: Any, rec: LaunchRecord, flags: list[str], env: dict[str, str],
+              st: Stage) -> tuple[list[str], dict[str, str]]:
+    """The TP part of a record: its size is one the plan gives the engine, its argv's
+    ``--tensor-parallel-size`` is that size, and a TP > 1 server ran with multicast off.
+    Returns the wanted flags/env with the plan's TP variant added (as the launcher adds it)."""
+    where = rec.file_name()
+    got = tensor_parallel.record_tp(rec.argv)
+    if rec.tensor_parallel is None:
+        if got is not None and tensor_parallel.plan_variant(plan, rec.engine, int(got) if got.isdigit() else -1):
+            st.fail(f"{where}: argv says {tensor_parallel.TP_FLAG} {got}, but the record names no TP size")
+        return flags, env
+    var = tensor_parallel.plan_variant(plan, rec.engine, rec.tensor_parallel)
+    if var is None:
+        st.fail(f"{where}: tensor_parallel {rec.tensor_parallel} is not a size the plan gives engine {rec.engine!r}")
+        return flags, env
+    if got != str(var["size"]):
+        st.fail(f"{where}: the server ran with {tensor_parallel.TP_FLAG} {got}, the plan says {var['size']}")
+    if var["size"] > 1:
+        off = {k: v for k, v in tensor_parallel.MULTICAST_OFF_ENV.items() if rec.env.get(k) != v}
+        if off:
+            st.fail(f"{where}: a tensor_parallel {var['size']} server ran without NVLink multicast off: "
+                    + ", ".join(f"{k}={rec.env.get(k)!r} (want {v})" for k, v in sorted(off.items())))
+    return tensor_parallel.apply(flags, env, var)
+
+
 def _container_check(image: str | None, rec: LaunchRecord, st: Stage) -> None:
     """A container record ran the plan's image digest, with the recorded command and env, models read-only."""
     where, c = rec.file_name(), rec.container
@@ -84,6 +113,7 @@ def check_record(plan: Any, rec: LaunchRecord, st: Stage) -> None:
     want_flags = [*map(str, eng.config.get("flags") or []), *map(str, var.get("flags") or [])]
     want_env = {**{k: str(v) for k, v in (eng.config.get("env") or {}).items()},
                 **{k: str(v) for k, v in (var.get("env") or {}).items()}}
+    want_flags, want_env = _tp_check(plan, rec, want_flags, want_env, st)
     want_kind = (eng.config.get("launch") or {}).get("kind")
     if rec.kind != want_kind:
         st.fail(f"{where}: a {rec.kind} launch, the plan says launch.kind {want_kind}")
@@ -168,11 +198,12 @@ def check_stack(ctx: Context) -> Stage | None:
         before = st.n_problems
         check_record(plan, rec, st)
         if rec.stop_reason != "failed":
-            seen.add((rec.engine, rec.kernel))
+            seen.add((rec.engine, rec.kernel, rec.tensor_parallel))
         n_ok += st.n_problems == before
-    needed = {(g.engine, g.condition.kernel) for g in plan.groups if g.engine in launched}
-    for engine, kernel in sorted(needed - seen, key=str):
-        st.fail(f"{PLAN}: engine {engine!r}{' kernel ' + kernel if kernel else ''} ran groups, but no launch record "
+    needed = {(g.engine, g.condition.kernel, g.condition.tensor_parallel) for g in plan.groups if g.engine in launched}
+    for engine, kernel, tp in sorted(needed - seen, key=str):
+        st.fail(f"{PLAN}: engine {engine!r}{' kernel ' + kernel if kernel else ''}"
+                f"{f' tensor_parallel {tp}' if tp else ''} ran groups, but no launch record "
                 "shows a server started for it")
     st.summary = (f"{len(names)} launch record(s) match the plan's flags, env, version and weights; "
                   f"{len(needed)} launched binding(s) covered" + batching_summary(ctx, launched))

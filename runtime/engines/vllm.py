@@ -97,6 +97,19 @@ def _flag_value(flags: list[str], name: str) -> str | None:
     return flag_value([str(f) for f in flags], name)
 
 
+def _tp_variant(plan: Any, binding: Any) -> dict[str, Any] | None:
+    """The plan's TP variant of the binding's size (None without a TP axis); EngineError when missing."""
+    size = getattr(binding, "tensor_parallel", None)
+    if size is None:
+        return None
+    from batchsafe.compiler.tensor_parallel import plan_variant
+
+    var = plan_variant(plan, binding.engine, size)
+    if var is None:
+        raise EngineError(f"tensor_parallel {size} is not a size of any phase of engine {binding.engine!r}")
+    return var
+
+
 def _finish(value: Any, where: str) -> str:
     if value in ("stop", "length"):
         return value
@@ -207,6 +220,10 @@ class VLLMEngine(Engine):
                 endpoint = os.environ[name]
                 kernel["endpoint_from"] = name
         if launch_kind == "external":
+            if getattr(binding, "tensor_parallel", None):
+                raise EngineError(f"engine {binding.engine!r}: tensor_parallel {binding.tensor_parallel} needs a server "
+                                  "batchsafe starts (launch.kind process or container); an external one cannot be "
+                                  "restarted at another TP size")
             return cls(endpoint, model.hf_repo, hf_revision=model.hf_revision, seed=plan.seed, config=cfg,
                        kernel=kernel, **kwargs)
         if launch_kind not in ("process", "container"):
@@ -214,11 +231,13 @@ class VLLMEngine(Engine):
         if run_dir is None:
             raise EngineError(f"engine {binding.engine!r} launches its server, which needs the run directory "
                               "(for its log and launch record)")
+        tp = _tp_variant(plan, binding)
         if launch_kind == "container":
             from batchsafe.runtime.launch import container as launcher
         else:
             from batchsafe.runtime.launch import vllm_process as launcher  # type: ignore[no-redef]
-        launched = launcher.start(plan, binding.engine, model, kernel, run_dir)
+        # Only a TP axis passes tp=, so launchers that predate it keep their signature.
+        launched = launcher.start(plan, binding.engine, model, kernel, run_dir, **({"tp": tp} if tp else {}))
         try:
             return cls(launched.endpoint, model.hf_repo, hf_revision=model.hf_revision, seed=plan.seed, config=cfg,
                        kernel=kernel, launched=launched, **kwargs)

@@ -1,7 +1,7 @@
 """The launch record: what really ran, one JSON file per launched server in the run directory.
 
-``launch/<n>-<engine>[-<kernel>].json`` is written when the server is ready and rewritten
-when it stops; the server's log is ``logs/server-<n>-<engine>[-<kernel>].log``. Both go
+``launch/<n>-<engine>[-<kernel>][-tp<N>].json`` is written when the server is ready and
+rewritten when it stops; the server's log is ``logs/server-<n>-<engine>[-<kernel>][-tp<N>].log``. Both go
 into the bundle with the rest of the run directory, and ``batchsafe verify`` checks the
 record against the plan (:func:`batchsafe.verification.stack.check_stack`). Times are
 volatile; argv, env, versions and digests are what decided the numbers.
@@ -76,6 +76,8 @@ class LaunchRecord(BaseModel):
     """Launch kind from the plan."""
     kernel: str | None = None
     """Kernel variant this server stands for (its env/flags are in ``env``/``argv``)."""
+    tensor_parallel: int | None = Field(None, exclude_if=lambda v: v is None)
+    """TP size this server stands for (``--tensor-parallel-size`` in ``argv``); absent without a TP axis."""
     argv: list[str]
     """The exact command line started (process) or the container command (container)."""
     env: dict[str, str]
@@ -121,7 +123,8 @@ class LaunchRecord(BaseModel):
 
     def stem(self) -> str:
         """``<seq>-<engine>[-<kernel>]`` with unsafe characters replaced."""
-        raw = "-".join([f"{self.seq:03d}", self.engine, *([self.kernel] if self.kernel else [])])
+        raw = "-".join([f"{self.seq:03d}", self.engine, *([self.kernel] if self.kernel else []),
+                        *([f"tp{self.tensor_parallel}"] if self.tensor_parallel else [])])
         return re.sub(r"[^A-Za-z0-9_.-]", "_", raw)
 
     def write(self, run_dir: Path) -> Path:

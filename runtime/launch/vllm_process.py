@@ -5,9 +5,9 @@ the launch locators (interpreter, model directory, port), :func:`prepare` builds
 
     <python> -m vllm.entrypoints.openai.api_server --model <model_dir>
         --served-model-name <hf_repo> --disable-uvicorn-access-log --host 127.0.0.1 --port <port>
-        <plan flags> <variant flags>
+        <plan flags> <variant flags> [--tensor-parallel-size N]
 
-with the environment of the caller minus every ``VLLM_*`` variable the plan does not set
+(the last for phases with a ``tensor_parallel`` axis: one server per TP size), with the environment of the caller minus every ``VLLM_*`` variable the plan does not set
 (a stray ``VLLM_BATCH_INVARIANT`` in a shell must not change a run), plus the plan's env
 and the variant's. :func:`start` checks the model directory's digest against the plan's
 pin, starts the server (:class:`~batchsafe.runtime.launch.process.ServerProcess`),
@@ -25,6 +25,7 @@ from typing import Any
 
 import httpx
 
+from batchsafe.runtime.launch import tensor_parallel
 from batchsafe.runtime.launch.process import LaunchError, ServerProcess, free_port, log_tail, port_taken
 from batchsafe.runtime.launch.record import LaunchRecord, next_seq
 from batchsafe.runtime.launch.weights import weights_digest, weights_files
@@ -60,6 +61,8 @@ class LaunchRequest:
     version: str | None
     weights_sha256: str | None
     extra: dict[str, Any] = field(default_factory=dict)
+    tensor_parallel: int | None = None
+    """TP size of this server (its flag and env are already in ``flags``/``env``); None without a TP axis."""
 
     def problems(self) -> list[str]:
         """What would stop the launch, found without starting anything (preflight)."""
@@ -76,6 +79,8 @@ class LaunchRequest:
                        f"remove {', '.join(bad)} from the plan's flags")
         if self.port is not None and port_taken(self.port):
             out.append(f"engine {self.engine!r}: launch.port {self.port} on {HOST} is already taken")
+        if self.model_dir is not None and (self.model_dir / "config.json").is_file():
+            out += tensor_parallel.problems(self.model_dir, self.tensor_parallel, self.engine)
         return out
 
 
@@ -97,19 +102,22 @@ def server_args(model: str, served_name: str, port: int, flags: list[str], extra
             "--host", HOST, "--port", str(port), *flags]
 
 
-def prepare(plan: Any, engine: str, model: Any, kernel: dict[str, Any] | None, cache_dir: str | None = None) -> LaunchRequest:
-    """The launch request of ``engine`` serving ``model`` (a plan ResolvedModel) with ``kernel``."""
+def prepare(plan: Any, engine: str, model: Any, kernel: dict[str, Any] | None, cache_dir: str | None = None,
+            tp: dict[str, Any] | None = None) -> LaunchRequest:
+    """The launch request of ``engine`` serving ``model`` (a plan ResolvedModel) with ``kernel``
+    and the plan's TP variant ``tp`` (``{"size", "flags", "env"}``, added last)."""
     eng = next(e for e in plan.engines if e.name == engine)
     loc = plan.locators.launch.get(engine) or {}
     if not loc.get("python") or not loc.get("model_dir"):
         raise LaunchError(f"engine {engine!r} launches a process but the plan's locators lack launch.python "
                           "or launch.model_dir")
-    flags, env = binding_settings(eng.config, kernel)
+    flags, env = tensor_parallel.apply(*binding_settings(eng.config, kernel), tp)
     return LaunchRequest(engine=engine, kernel=(kernel or {}).get("id"), python=expand_path(loc["python"], cache_dir),
                          model_dir=expand_path(loc["model_dir"], cache_dir), served_name=model.hf_repo,
                          port=loc.get("port"), ready_timeout_s=float(loc.get("ready_timeout_s") or 600.0),
                          flags=flags, env=env, version=eng.config.get("version"),
-                         weights_sha256=getattr(model, "hf_weights_sha256", None))
+                         weights_sha256=getattr(model, "hf_weights_sha256", None),
+                         tensor_parallel=(tp or {}).get("size"))
 
 
 def child_env(plan_env: dict[str, str], base: dict[str, str] | None = None) -> tuple[dict[str, str], dict[str, str]]:
@@ -179,9 +187,11 @@ class LaunchedServer:
         seq = next_seq(self.run_dir)
         self.record = LaunchRecord(seq=seq, engine=req.engine, kind="process", kernel=req.kernel, argv=argv,
                                    env=dict(req.env), inherited_env=inherited, endpoint=f"http://{HOST}:{port}",
-                                   model_dir=str(req.model_dir), weights_files=files, weights_digest=digest, log="")
+                                   model_dir=str(req.model_dir), weights_files=files, weights_digest=digest, log="",
+                                   tensor_parallel=req.tensor_parallel)
         self.record.log = f"logs/server-{self.record.stem()}.log"
         label = f"vLLM server for engine {req.engine!r}" + (f" (kernel variant {req.kernel!r})" if req.kernel else "")
+        label += f" at tensor_parallel {req.tensor_parallel}" if req.tensor_parallel else ""
         self.server = ServerProcess(argv, env, endpoint=self.record.endpoint, health_path="/health",
                                     log_path=self.run_dir / self.record.log, label=label)
         try:
@@ -281,6 +291,6 @@ def checked_weights(req: Any) -> tuple[dict[str, str], str | None]:
 
 
 def start(plan: Any, engine: str, model: Any, kernel: dict[str, Any] | None, run_dir: Path,
-          cache_dir: str | None = None) -> LaunchedServer:
+          cache_dir: str | None = None, tp: dict[str, Any] | None = None) -> LaunchedServer:
     """Prepare and start the server of one binding (see the module docstring)."""
-    return LaunchedServer(prepare(plan, engine, model, kernel, cache_dir), run_dir)
+    return LaunchedServer(prepare(plan, engine, model, kernel, cache_dir, tp), run_dir)
