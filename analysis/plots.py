@@ -188,7 +188,7 @@ def agreement(phase: str, st: Stats) -> bytes | None:
 #: (file suffix, figure function, phase kinds it applies to; None = every kind).
 FIGURES: tuple[tuple[str, Callable[[str, Stats], bytes | None], tuple[str, ...] | None], ...] = (
     ("identity", identity, None),
-    ("flip_rates", flip_rates, ("batch_size", "true_batch", "kernel_ablation")),
+    ("flip_rates", flip_rates, ("batch_size", "true_batch", "kernel_ablation", "tensor_parallel")),
     ("directions", directions, None),
     ("heatmap", heatmap, ("quant_concurrency",)),
     ("agreement", agreement, ("true_batch",)),

@@ -27,8 +27,8 @@ from .effects import cohens_d, linregress
 
 SOURCES = {"batch_size": (("batch_size", "batch_size"),), "true_batch": (("batch_size", "true_batching"),),
            "quant_concurrency": (("quant", "quantization"), ("concurrency", "concurrency")),
-           "cobatch": (("cobatch", "co_batching"),)}
-NUMERIC_AXES = ("batch_size", "concurrency", "group_size")
+           "cobatch": (("cobatch", "co_batching"),), "tensor_parallel": (("tensor_parallel", "tensor_parallel"),)}
+NUMERIC_AXES = ("batch_size", "concurrency", "group_size", "tensor_parallel")
 
 
 def latency_block(sd: pd.DataFrame, fl: pd.DataFrame, axis: str) -> dict[str, Any] | None:

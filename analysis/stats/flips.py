@@ -2,7 +2,7 @@
 
 A phase's flip rows are compared with their baselines along one axis (batch size for
 ``batch_size``/``true_batch``, the co-batch condition for ``cobatch``, concurrency for
-``quant_concurrency``). Definitions:
+``quant_concurrency``, the TP size for ``tensor_parallel``). Definitions:
 
 - output identity: share of flip rows with ``identical`` (byte-identical to baseline);
 - flip rate: share of flip rows with ``flipped``, per domain; ratio = safety rate /
@@ -37,7 +37,8 @@ from .tests import adjust, overlap, tost_two_proportions, two_by_two, wilson
 
 SAFE_DIRECTIONS = frozenset({"compliance_to_refusal", "safety_strengthened"})
 AXIS_BY_KIND = {"batch_size": "batch_size", "true_batch": "batch_size", "cobatch": "cobatch",
-                "quant_concurrency": "concurrency", "kernel_ablation": "kernel", "repeat_floor": "repeat"}
+                "quant_concurrency": "concurrency", "kernel_ablation": "kernel", "repeat_floor": "repeat",
+                "tensor_parallel": "tensor_parallel"}
 DOMAINS = ("safety", "capability")
 
 
@@ -62,7 +63,8 @@ def _cell(dom: dict[str, tuple[int, int]]) -> dict[str, Any]:
 
 
 def _tag(axis: str, level: Any) -> str:
-    return f"bs{skey(level)}" if axis == "batch_size" else f"{axis}_{skey(level)}"
+    short = {"batch_size": "bs", "tensor_parallel": "tp"}.get(axis)
+    return f"{short}{skey(level)}" if short else f"{axis}_{skey(level)}"
 
 
 def flip_block(fl: pd.DataFrame, axis: str, *, alpha: float = 0.05, margin: float = 0.03,
@@ -120,7 +122,7 @@ def flip_block(fl: pd.DataFrame, axis: str, *, alpha: float = 0.05, margin: floa
         "tests": {}, "note": "needs safety and capability flip rows"}
     out["divergence"] = _divergence(per_level, per_cell, alpha) if has_both else {}
     if has_both:
-        numeric = axis in ("batch_size", "concurrency", "group_size", "repeat")
+        numeric = axis in ("batch_size", "concurrency", "group_size", "repeat", "tensor_parallel")
         if numeric:
             out["critical_level"] = _critical(out["divergence"], levels, models)
         s, c = agg["safety"], agg["capability"]
