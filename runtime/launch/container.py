@@ -151,6 +151,8 @@ class ContainerRequest:
     env: dict[str, str]
     weights_sha256: str | None
     gpus: bool
+    tensor_parallel: int | None = None
+    """TP size of this container's server (its flag and env are in ``flags``/``env``); None without a TP axis."""
 
     def command(self, port: int) -> list[str]:
         """The container command: the launcher's server arguments, then the plan's flags."""
@@ -276,7 +278,7 @@ def prepare(plan: Any, engine: str, model: Any, kernel: dict[str, Any] | None, c
                             served_name=model.hf_repo, revision=getattr(model, "hf_revision", None),
                             port=loc.get("port"), ready_timeout_s=float(loc.get("ready_timeout_s") or 600.0),
                             flags=flags, env=env, weights_sha256=getattr(model, "hf_weights_sha256", None),
-                            gpus=wants_gpus(env))
+                            gpus=wants_gpus(env), tensor_parallel=(tp or {}).get("size"))
 
 
 class ContainerServer(LaunchedServer):
@@ -295,7 +297,7 @@ class ContainerServer(LaunchedServer):
         self.record = LaunchRecord(seq=seq, engine=req.engine, kind="container", kernel=req.kernel, argv=cmd,
                                    env=dict(req.env), endpoint=f"http://{HOST}:{port}",
                                    model_dir=str(req.model_dir) if req.model_dir else None, weights_files=files,
-                                   weights_digest=digest, log="")
+                                   weights_digest=digest, log="", tensor_parallel=req.tensor_parallel)
         self.record.log = f"logs/server-{self.record.stem()}.log"
         name = f"batchsafe-{self.record.stem()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         labels = {LABEL: "1", OWNER_LABEL: f"{socket.gethostname()}:{os.getpid()}", "batchsafe.engine": req.engine}

@@ -146,3 +146,16 @@ def test_stack_needs_a_record_for_every_size_the_groups_ran_at(plan) -> None:
     assert any("tensor_parallel 2 ran groups, but no launch record" in p for p in st.problems)
     failed = [record(plan, 1), record(plan, 2, seq=2, stop_reason="failed")]
     assert check_stack(fake_ctx(plan, failed)).status == "FAIL"
+
+
+def test_a_container_launch_gets_the_same_tp_flag_env_and_record_size(tmp_path) -> None:
+    from batchsafe.runtime.launch import container
+
+    image = "vllm/vllm-openai@sha256:" + "a" * 64
+    spec = tp_spec(tmp_path, edit=lambda t: t.replace("      kind: process\n", "      kind: container\n").replace(
+        '    version: "0.32.0"\n', f'    version: "0.32.0"\n    image: "{image}"\n'))
+    plan = compile_spec(spec)
+    req = container.prepare(plan, "vllm", plan.models[0], None, tp=plan_variant(plan, "vllm", 2))
+    assert req.flags[-2:] == ["--tensor-parallel-size", "2"] and req.tensor_parallel == 2
+    assert {k: req.env[k] for k in MULTICAST_OFF_ENV} == MULTICAST_OFF_ENV
+    assert container.prepare(plan, "vllm", plan.models[0], None).tensor_parallel is None
