@@ -27,6 +27,7 @@ from typing import Any
 
 import orjson
 
+from batchsafe.core import layout
 from batchsafe.core.canonical import canonical_bytes_of_parsed
 
 from .checks import FILLERS, FLIPS, OUTPUTS, PLAN, REPORT, SCORES, STATS, TARGETS, Context
@@ -34,23 +35,23 @@ from .report import Stage
 
 __all__ = ["CLAIMS", "UNCHECKED", "check_files", "claim_of", "jsonl_problem"]
 
-PLOTS = "analysis/plots/"
+PLOTS = layout.PLOTS_DIR
 CLAIMS: list[tuple[str, str]] = [
-    (PLAN, "schemas, plan"), ("run.json", "plan"), ("environment.json", "schemas"), ("spec/*", "plan"),
-    (OUTPUTS, "coverage"), (FILLERS, "files"), ("volatile/timings.jsonl", "rescoring"),
+    (PLAN, "schemas, plan"), (layout.RUN, "plan"), (layout.ENVIRONMENT, "schemas"), (layout.SPEC_DIR + "*", "plan"),
+    (OUTPUTS, "coverage"), (FILLERS, "files"), (layout.TIMINGS, "rescoring"),
     (SCORES, "rescoring"), (FLIPS, "statistics"), (STATS, "statistics"), (TARGETS, "statistics"),
     (REPORT, "statistics"), (PLOTS + "*.png", "files"),
-    ("analysis/rescore_audit.jsonl", "derived"), ("analysis/rescore_audit.json", "derived"),
-    ("adjudication/labels.jsonl", "derived"), ("adjudication/summary.json", "derived"),
-    ("adjudication/report.md", "derived"), ("launch/*.json", "stack"),
+    (layout.RESCORE_AUDIT, "derived"), (layout.RESCORE_AUDIT_SUMMARY, "derived"),
+    (layout.ADJ_LABELS, "derived"), (layout.ADJ_SUMMARY, "derived"),
+    (layout.ADJ_REPORT, "derived"), (layout.LAUNCH_DIR + "*.json", "stack"),
     ("attestation/provenance.intoto.json", "provenance"),
 ]
 """Name pattern (fnmatch; ``*`` spans ``/``) -> the stage(s) that check such a file."""
-UNCHECKED = ("logs/*", "volatile/*")
+UNCHECKED = (layout.LOGS_DIR + "*", "volatile/*")
 """Informational files: listed as unchecked (``--strict`` fails on them)."""
 # JSON-lines files whose every line must be canonical JSON (the volatile timings are
 # written with Python's json.dumps and are only required to be clean JSON lines).
-CANONICAL_JSONL = (OUTPUTS, FILLERS, SCORES, FLIPS, "analysis/rescore_audit.jsonl", "adjudication/labels.jsonl")
+CANONICAL_JSONL = (OUTPUTS, FILLERS, SCORES, FLIPS, layout.RESCORE_AUDIT, layout.ADJ_LABELS)
 FILLER_KEYS = frozenset({"filler", "group", "position", "prompt", "phase", "model", "engine", "condition", "text",
                          "finish_reason", "prompt_tokens", "completion_tokens"})
 """Keys of a filler record (``runtime.bindings.group_records``)."""
