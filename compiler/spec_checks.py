@@ -11,7 +11,8 @@ the same message where the later stage has one (so one problem prints once):
 * data paths are relative and stay inside their root; ``sha256`` does not pin a glob;
 * targets name phases, models and top-level metrics the plan can produce;
 * seeds satisfy ``0 <= seed < 2**63`` and every integer fits a signed 64-bit integer
-  (engines and JSON consumers take them as int64).
+  (engines and JSON consumers take them as int64); integers under ``engines`` (context
+  size, batch, threads) stay below ``2**31``, as they reach C ``int`` parameters.
 """
 
 from __future__ import annotations
@@ -25,12 +26,14 @@ from .schedule import axis_values
 from .spec import Spec
 from .yamlspec import LocatedDoc, diag_at
 
-__all__ = ["spec_only_checks", "SEED_LIMIT", "INT64_LIMIT", "STATS_RESERVED", "PLAN_SUMMARY_KEYS"]
+__all__ = ["spec_only_checks", "SEED_LIMIT", "INT64_LIMIT", "ENGINE_INT_LIMIT", "STATS_RESERVED", "PLAN_SUMMARY_KEYS"]
 
 SEED_LIMIT = 2 ** 63
 """Seeds are ``0 <= seed < 2**63`` (documented in ARCHITECTURE.md, stage 1)."""
 INT64_LIMIT = 2 ** 63
 """Any integer in a spec must satisfy ``-2**63 <= n < 2**63``."""
+ENGINE_INT_LIMIT = 2 ** 31
+"""Integers under ``engines`` (context size, batch, threads) reach C ``int`` parameters: ``< 2**31``."""
 STATS_RESERVED = frozenset({"meta", "audit", "cross_phase"})
 """Top-level stats keys that are not phase ids (``analysis.stats.core.RESERVED``; a test
 keeps them equal: importing it here would load pandas into ``validate``)."""
@@ -153,6 +156,9 @@ def _integers(doc: LocatedDoc, node: Any, path: tuple, out: list[Diagnostic]) ->
         if path and path[-1] == "seed" and not 0 <= node < SEED_LIMIT:
             out.append(diag_at(doc, path, "out-of-range", f"seed {show_value(node)} is outside 0 <= seed < 2^63",
                                "seeds are non-negative 64-bit integers"))
+        elif path[0] == "engines" and abs(node) >= ENGINE_INT_LIMIT and -INT64_LIMIT <= node < INT64_LIMIT:
+            out.append(diag_at(doc, path, "out-of-range", f"engine setting {show_value(node)} does not fit 32 bits",
+                               "engines take these as C ints: below 2^31"))
         elif not -INT64_LIMIT <= node < INT64_LIMIT:
             out.append(diag_at(doc, path, "out-of-range", f"integer {show_value(node)} does not fit 64 bits",
                                "integers in a spec satisfy -2^63 <= n < 2^63"))

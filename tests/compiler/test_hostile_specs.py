@@ -118,6 +118,8 @@ CASES: dict[str, tuple[str, str | None, str, str]] = {
                          None, "30:", "999999999999... (300 digits)"),
     "integer_5000_digits": (sub("seed: 7", "seed: " + "7" * 5000), None, "4:7", "(5,000 characters) as !!int"),
     "integer_over_int64": (sub("n_threads: 1", f"n_threads: {2 ** 64}"), None, "49:38", "does not fit 64 bits"),
+    "engine_int_over_int32": (sub("  local: {kind: llamacpp, n_threads: 1}", "  local: {kind: llamacpp, n_ctx: 4294967296}"),
+                              None, "49:34", "engine setting 4294967296 does not fit 32 bits"),
     "echo_long_value": (sub("format: arc_jsonl", "format: " + "k" * 5000), None, "15:17", "'kkkkkkkk"),
     "echo_bidi_key": (after_seed('"\u202eevil\u2066": 1\n'), None, "5:1", "\\u202eevil\\u2066"),
     "echo_control_value": (sub("format: arc_jsonl", 'format: "arc\\x07\\u200b_jsonl"'), None, "15:17",
