@@ -314,3 +314,17 @@ def test_light_refusal_report_prints_what_the_full_report_would() -> None:
     assert light.model_dump_json() == full.model_dump_json()
     assert light.model_dump_json(indent=2) == full.model_dump_json(indent=2)
     assert light.stages[0].problems == full.stages[0].problems  # other attributes come from the full report
+
+
+def test_filler_keys_are_the_keys_the_runtime_writes(base) -> None:
+    from batchsafe.runtime.bindings import group_records
+    from batchsafe.runtime.engine import GenResult
+    from batchsafe.verification.completeness import FILLER_KEYS
+
+    plan = base[2]
+    g = next(g for g in plan.groups if any(m.sample is None for m in g.members))
+    results = [GenResult(key=f"k{i}", text="x", finish_reason="stop", prompt_tokens=1, completion_tokens=1)
+               for i, _ in enumerate(g.members)]
+    _, fillers = group_records(plan, g, results)
+    assert fillers and all(set(f) == FILLER_KEYS for f in fillers)
+    assert set(fake.fake_fillers(plan)[0]) == FILLER_KEYS  # the fixture bundle writes what the runtime writes
