@@ -11,6 +11,8 @@ without anyone having looked at it.  This stage closes that gap:
   final newline, and (for the deterministic ones) each line exactly the canonical JSON of
   its record.  A CRLF rewrite under a self-consistent manifest is a FAIL naming the file
   and line;
+* output records' plan-derived fields (phase, model, engine, condition, group members,
+  filler positions) must be the plan's, token counts counts, and no unknown keys;
 * ``outputs/fillers.jsonl`` is checked against the plan's groups: one record per filler
   member (a group member without a sample), at its group and position, with the group's
   prompt, phase, model, engine and condition and exactly the runtime's keys, in plan order;
@@ -55,6 +57,10 @@ CANONICAL_JSONL = (OUTPUTS, FILLERS, SCORES, FLIPS, layout.RESCORE_AUDIT, layout
 FILLER_KEYS = frozenset({"filler", "group", "position", "prompt", "phase", "model", "engine", "condition", "text",
                          "finish_reason", "prompt_tokens", "completion_tokens"})
 """Keys of a filler record (``runtime.bindings.group_records``)."""
+OUTPUT_KEYS = frozenset({"sample", "group", "position", "prompt", "phase", "model", "engine", "condition",
+                         "group_members", "filler_positions", "text", "finish_reason", "prompt_tokens",
+                         "completion_tokens"})
+"""Keys an output record may have (``runtime.bindings.group_records``; older runs lack some)."""
 
 
 def claim_of(name: str) -> str | None:
@@ -112,6 +118,8 @@ def check_files(ctx: Context, *, strict: bool = False, stats: dict[str, Any] | N
             problem = jsonl_problem(ctx.src.read(name), name, canonical=name in CANONICAL_JSONL)
             if problem:
                 st.fail(problem)
+    if plan is not None and ctx.outputs is not None:
+        _check_output_records(ctx, st)
     if plan is not None and ctx.usable(FILLERS):
         _check_fillers(ctx, st)
     elif plan is not None and any(m.sample is None for g in plan.groups for m in g.members) \
@@ -124,6 +132,41 @@ def check_files(ctx: Context, *, strict: bool = False, stats: dict[str, Any] | N
     st.summary = (f"{n - len(unchecked)} of {n} listed files checked by a stage{tail}" if st.status == "PASS"
                   else f"{st.n_problems} problem(s) in the bundle's files{tail}")
     return st
+
+
+def _check_output_records(ctx: Context, st: Stage) -> None:
+    """Fields of each output record that the plan decides (phase, model, condition, ...) are the plan's.
+
+    Coverage checks prompt, group and position; the other plan-derived fields would
+    otherwise be free text a forger could change without any stage noticing.
+    """
+    plan = ctx.plan
+    assert plan is not None and ctx.outputs is not None
+    samples = {s.id: s for s in plan.samples}
+    groups = {g.id: g for g in plan.groups}
+    per_group: dict[str, dict[str, Any]] = {}
+    for n, rec in enumerate(ctx.outputs, 1):
+        extra = sorted(set(rec) - OUTPUT_KEYS)
+        if extra:
+            st.fail(f"{OUTPUTS}:{n}: unexpected key(s) {', '.join(map(str, extra))[:80]}")
+        s = samples.get(rec.get("sample"))
+        g = groups.get(s.group) if s is not None else None
+        if s is None or g is None:
+            continue  # coverage reports samples the plan does not have
+        want = per_group.get(g.id)
+        if want is None:
+            want = per_group[g.id] = {"engine": g.engine, "condition": g.condition.model_dump(mode="json"),
+                                      "group_members": [m.prompt for m in g.members],
+                                      "filler_positions": [i for i, m in enumerate(g.members) if m.sample is None]}
+        for key, value in (("phase", s.phase), ("model", s.model), *want.items()):
+            if key in rec and rec[key] != value:
+                st.fail(f"{OUTPUTS}: sample {s.id}: {key} recorded {str(rec[key])[:60]}, the plan says {str(value)[:60]}")
+        for key in ("prompt_tokens", "completion_tokens"):
+            v = rec.get(key)
+            if key in rec and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
+                st.fail(f"{OUTPUTS}: sample {s.id}: {key} is not a token count ({str(v)[:40]})")
+        if "finish_reason" in rec and not isinstance(rec["finish_reason"], str):
+            st.fail(f"{OUTPUTS}: sample {s.id}: finish_reason is not a string")
 
 
 def _check_fillers(ctx: Context, st: Stage) -> None:

@@ -141,6 +141,22 @@ def _plot_extra(d: Path) -> str:
     return "analysis/plots/p9_bonus.png: no such figure is recomputed from the statistics"
 
 
+def _output_field(key, value):
+    def edit(d: Path) -> str:
+        recs = rows(d, OUT)
+        recs[4][key] = value
+        put(d, OUT, recs)
+        return f"{OUT}: sample {recs[4]['sample']}: {key} recorded"
+    return edit
+
+
+def _output_extra_key(d: Path) -> str:
+    recs = rows(d, OUT)
+    recs[9]["verified_by"] = "me"
+    put(d, OUT, recs)
+    return f"{OUT}:10: unexpected key(s) verified_by"
+
+
 FILES = {
     "unknown-root-file": (lambda d: (d / "notes.txt").write_text("trust me"),
                           "notes.txt: listed in the manifest, but no verify stage knows this file"),
@@ -151,6 +167,8 @@ FILES = {
     "launch-record-without-launch": (lambda d: ((d / "launch").mkdir(), (d / "launch/0-x.json").write_text("{}")),
                                      "launch/0-x.json: a launch record, but the plan launches no server"),
     "filler-deleted": (_drop_filler, None), "filler-moved": (_move_filler, None), "filler-extra-key": (_filler_key, None),
+    "output-phase": (_output_field("phase", "p6"), None), "output-model": (_output_field("model", "m9"), None),
+    "output-condition": (_output_field("condition", {"batch_size": 64}), None), "output-extra-key": (_output_extra_key, None),
     "plot-edited": (_plot_bytes, None), "plot-deleted": (_plot_deleted, None), "plot-unknown": (_plot_extra, None),
 }
 
