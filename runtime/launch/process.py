@@ -37,6 +37,8 @@ TAIL_LINES = 30
 """Log lines quoted in a launch error."""
 STOP_GRACE_S = 20.0
 """SIGTERM-to-SIGKILL grace period of :meth:`ServerProcess.stop`."""
+GROUP_GONE_S = 30.0
+"""After SIGKILL, how long :meth:`ServerProcess.stop` waits for the whole group to leave /proc."""
 _PR_SET_PDEATHSIG = 1
 
 
@@ -188,6 +190,11 @@ class ServerProcess:
             pass
         if proc.poll() is None:
             proc.wait(timeout=10)
+        # SIGKILLed workers still unmap gigabytes of weights and KV cache before they
+        # leave /proc: stop() returns only once none of the group is running.
+        deadline = time.monotonic() + GROUP_GONE_S
+        while group_alive(pgid) and time.monotonic() < deadline:
+            time.sleep(0.05)
         self.exit_code = proc.returncode
         self.stopped_unix = time.time()
         with _LIVE_LOCK:
