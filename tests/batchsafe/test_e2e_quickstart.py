@@ -5,7 +5,8 @@ outputs file must hash the same, every bundle file must match its manifest hash,
 repeat floor must be byte-identical, and the bundle must survive pack/unpack with the
 same id. Then the rechecks a stranger would run: `verify` of the archive (recompiling the
 spec, replaying seeded groups on the real engine), `diff` of the two runs (100 % agreement)
-and of a run with changed batch sizes, with a deployment gate. About 13 minutes on 2 cores.
+and of a run with changed batch sizes, with a deployment gate; the HTML report in headless
+Chromium and export + verify. About 13 minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -32,8 +33,10 @@ def _make(out: Path, capsys, *extra: str) -> dict[str, str]:
     fields = {}
     for line in text.splitlines():
         key, _, value = line.partition(":")
-        if key in ("run", "outputs", "bundle", "stored"):
+        if key in ("run", "outputs", "bundle", "stored", "report"):
             fields[key] = value.strip()
+    # bundle make ends with where things are: the bundle id, its store directory, the HTML report.
+    assert [line.partition(":")[0] for line in text.splitlines()[-3:]] == ["bundle", "stored", "report"]
     return fields
 
 
@@ -83,6 +86,34 @@ def test_quickstart_bundle_twice_same_outputs_and_verifiable(made: Path, tmp_pat
     other = BundleStore(tmp_path / "other-store")
     assert unpack(archive, other) == bundle_id
     assert other.verify(bundle_id) == []
+
+
+def test_quickstart_report_in_headless_chromium_and_export_round_trip(made: Path, tmp_path: Path, capsys) -> None:
+    """Issue 17: the quickstart's HTML report opens in headless Chromium with its flip browser
+    populated (differing outputs with highlighted spans), offline; export + verify round-trips."""
+    import headless  # tests/analysis/test_analyze/headless.py, on sys.path via tests/conftest.py
+
+    first = json.loads((made / "made.json").read_text())["first"]
+    report = Path(first["report"])
+    assert report.is_file() and report.parent.parent == made / "reports"
+    flips = [json.loads(x) for x in BundleStore(made / "store").read(first["bundle"], "analysis/flips.jsonl").splitlines()]
+    differ = sum(not r["identical"] for r in flips)
+    assert differ > 0, "the quickstart has differing outputs (README: 8 of 78 batched)"
+    dom = headless.dump_dom(report.resolve().as_uri(), tmp_path)
+    assert dom.count('class="flip-row') == min(differ, 50)
+    assert dom.count('<mark class="hl">') >= min(differ, 50)
+    assert all(f'id="f-{k}"' in dom for k in ("p", "m", "c", "t", "d", "show"))
+    assert headless.network_urls(tmp_path) == []
+    assert headless.painted(headless.screenshot(report.resolve().as_uri(), tmp_path, tmp_path / "quickstart-report.png",
+                                                size="1280,9000"))
+
+    dest = tmp_path / "exported"
+    assert main(["bundle", "export", first["bundle"], str(dest), "--store", str(made / "store")]) == 0
+    capsys.readouterr()
+    assert main(["verify", str(dest), "--id", first["bundle"], "--spec", str(ROOT / "specs/quickstart.yaml"),
+                 "--json"]) == 0
+    by = {s["name"]: s for s in json.loads(capsys.readouterr().out)["stages"]}
+    assert by["provenance"]["status"] == "PASS" and by["integrity"]["status"] == "PASS"
 
 
 def _ids(out: Path) -> tuple[str, str]:
