@@ -62,14 +62,14 @@ case $MODE in
     log "install done" ;;
   run)
     bs_env
-    resume=(); [[ -d /root/run ]] && resume=(--resume)  # a previous call's unfinished run
+    resume=(); [[ -d ${RUN_DIR:-/root/run} ]] && resume=(--resume)  # a previous call's unfinished run
     set +e
-    timeout -s INT -k 30 "$RUN_BUDGET_S" python3 -P -m batchsafe.cli run .gpu/h100.lock.json --out /root/run \
+    timeout -s INT -k 30 "$RUN_BUDGET_S" python3 -P -m batchsafe.cli run "${PLAN:-.gpu/h100.lock.json}" --out "${RUN_DIR:-/root/run}" \
       "${resume[@]}" --no-progress
     rc=$?
     set -e
     log "batchsafe run exit $rc"
-    tar -czf "$OUT/run.tgz" -C /root run
+    tar -czf "$OUT/run.tgz" -C "$(dirname "${RUN_DIR:-/root/run}")" "$(basename "${RUN_DIR:-/root/run}")"
     ls -la "$OUT"
     exit $rc ;;
   bench)

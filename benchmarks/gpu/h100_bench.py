@@ -53,7 +53,7 @@ def main(plan_path: str, out_path: str) -> int:
     sizes = {g.id: len(g.members) for g in plan.groups}
     t0 = time.perf_counter()
     arms = compare(plan, rounds=3)
-    default = summarize(plan, arms)
+    default = summarize(plan, arms, strict=False)
     report = {"plan": plan_path, "groups": {str(k): v for k, v in GROUPS.items()},
               "overhead": {**default, "target_pct": TARGET_PCT, "met": default["overhead_pct"] <= TARGET_PCT}}
     Path(out_path).write_text(json.dumps(report, indent=1))  # kept even if the second server fails

@@ -73,3 +73,23 @@ def test_h100_plan_pins_the_stack(phase: str) -> None:
     assert sorted({len(g.members) for g in groups}) == [1, 2, 4, 8, 16, 32]
     kernels = {g.condition.kernel for g in groups}
     assert kernels == ({"batch_invariant"} if phase == "p6_batch_invariant" else {None})
+
+
+def test_the_gpu_bundle_verifies_here(tmp_path: Path) -> None:
+    """The H200 bundle (benchmarks/gpu/results) verifies on this CPU machine: integrity, plan,
+    coverage, stack (launch records vs plan), rescoring and statistics all PASS; only the
+    target the run disproved fails, naming its number (exit 1)."""
+    archive = ROOT / "benchmarks" / "gpu" / "results" / "h100_vllm-6fe9151637e9.tar.gz"
+    proc = subprocess.run([sys.executable, "-m", "batchsafe.cli", "verify", str(archive), "--no-recompile", "--json"],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    import json
+
+    report = json.loads(proc.stdout)
+    status = {s["name"]: s["status"] for s in report["stages"]}
+    assert status["targets"] == "FAIL", status
+    failing = {n for n, st in status.items() if st == "FAIL"}
+    assert failing == {"targets"}, status
+    for stage in ("integrity", "schemas", "plan", "coverage", "stack", "rescoring", "statistics"):
+        assert status[stage] == "PASS", (stage, status)
+    assert "batch_invariant_identical" in json.dumps(report) and "0.99545" in json.dumps(report)
