@@ -24,10 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 
 from batchsafe.runtime.launch import process
-from batchsafe.runtime.launch.process import LaunchError
 
 LABEL = "batchsafe.launch"
 """Label on every container batchsafe starts (``docker ps --filter label=batchsafe.launch``)."""
@@ -129,27 +127,14 @@ class ContainerHandle:
             return process.log_tail(self.log_path, n)
 
     def _wait_ready(self, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        url, last = self.endpoint + HEALTH_PATH, "no answer yet"
-        with httpx.Client(timeout=2.0, trust_env=False) as http:
-            while True:
-                state = self._state()
-                if state.get("Status") in ("exited", "dead", "removed"):
-                    raise LaunchError(f"{self.label} (container {self.kwargs['name']}) exited with code "
-                                      f"{state.get('ExitCode')} before it was ready (log {self.log_path}); "
-                                      f"last lines:\n{self.logs_tail()}")
-                try:
-                    r = http.get(url)
-                    if r.status_code == 200:
-                        return
-                    last = f"HTTP {r.status_code}"
-                except httpx.HTTPError as exc:
-                    last = type(exc).__name__
-                if time.monotonic() > deadline:
-                    raise LaunchError(f"{self.label} (container {self.kwargs['name']}) was not ready within "
-                                      f"{timeout_s:g} s (GET {url}: {last}; log {self.log_path}); last lines:\n"
-                                      f"{self.logs_tail()}")
-                time.sleep(0.5)
+        def exited() -> object | None:
+            state = self._state()
+            if state.get("Status") not in ("exited", "dead", "removed"):
+                return None
+            return state.get("ExitCode", "unknown (container removed)")
+
+        process.wait_healthy(self.endpoint + HEALTH_PATH, timeout_s, f"{self.label} (container {self.kwargs['name']})",
+                             self.log_path, exited=exited, tail=self.logs_tail)
 
     def alive(self) -> bool:
         """True while the container runs."""

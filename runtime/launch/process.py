@@ -27,7 +27,7 @@ import threading
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import httpx
 
@@ -105,6 +105,32 @@ def _install_handlers() -> None:
         signal.signal(signal.SIGTERM, _on_sigterm)
 
 
+
+def wait_healthy(url: str, timeout_s: float, label: str, log_path: Path, *,
+                 exited: Callable[[], object | None], tail: Callable[[], str]) -> None:
+    """Poll ``url`` every 0.5 s until it answers 200; a :class:`LaunchError` naming ``label``,
+    the log and its last lines (``tail()``) when ``exited()`` reports an exit code first or
+    ``timeout_s`` passes. Shared by process and container launches."""
+    deadline = time.monotonic() + timeout_s
+    last = "no answer yet"
+    with httpx.Client(timeout=2.0, trust_env=False) as client:
+        while True:
+            code = exited()
+            if code is not None:
+                raise LaunchError(f"{label} exited with code {code} before it was ready "
+                                  f"(log {log_path}); last lines:\n{tail()}")
+            try:
+                r = client.get(url)
+                if r.status_code == 200:
+                    return
+                last = f"HTTP {r.status_code}"
+            except httpx.HTTPError as exc:
+                last = type(exc).__name__
+            if time.monotonic() > deadline:
+                raise LaunchError(f"{label} was not ready within {timeout_s:g} s (GET {url}: {last}; "
+                                  f"log {log_path}); last lines:\n{tail()}")
+            time.sleep(0.5)
+
 class ServerProcess:
     """One launched server: its command, log, endpoint and lifetime (see the module docstring)."""
 
@@ -144,26 +170,9 @@ class ServerProcess:
 
     def _wait_ready(self, timeout_s: float) -> None:
         assert self.proc is not None
-        deadline = time.monotonic() + timeout_s
-        url = self.endpoint + self.health_path
-        last = "no answer yet"
-        with httpx.Client(timeout=2.0, trust_env=False) as client:
-            while True:
-                code = self.proc.poll()
-                if code is not None:
-                    raise LaunchError(f"{self.label} exited with code {code} before it was ready "
-                                      f"(log {self.log_path}); last lines:\n{log_tail(self.log_path)}")
-                try:
-                    r = client.get(url)
-                    if r.status_code == 200:
-                        return
-                    last = f"HTTP {r.status_code}"
-                except httpx.HTTPError as exc:
-                    last = type(exc).__name__
-                if time.monotonic() > deadline:
-                    raise LaunchError(f"{self.label} was not ready within {timeout_s:g} s (GET {url}: {last}; "
-                                      f"log {self.log_path}); last lines:\n{log_tail(self.log_path)}")
-                time.sleep(0.5)
+        proc = self.proc
+        wait_healthy(self.endpoint + self.health_path, timeout_s, self.label, self.log_path,
+                     exited=lambda: proc.poll(), tail=lambda: log_tail(self.log_path))
 
     def alive(self) -> bool:
         """True while the server's main process runs."""

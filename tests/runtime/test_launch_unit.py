@@ -139,3 +139,18 @@ def test_error_lines_pick_the_root_cause_out_of_shutdown_noise(tmp_path) -> None
     log = tmp_path / "s.log"
     log.write_text("INFO ok\nERROR x TypeError: 'function' object is not subscriptable\n" + "leaked instance\n" * 50)
     assert error_lines(log) == ["ERROR x TypeError: 'function' object is not subscriptable"]
+
+
+def test_wait_healthy_reports_an_early_exit_and_a_timeout_with_the_log_tail(tmp_path) -> None:
+    """The readiness loop shared by process and container launches: an exit code seen before
+    /health answers, and a deadline passed, each name the label, the URL or code and the log tail."""
+    import pytest
+
+    from batchsafe.runtime.launch.process import LaunchError, free_port, wait_healthy
+
+    url = f"http://127.0.0.1:{free_port()}/health"  # nothing listens there
+    log = tmp_path / "server.log"
+    with pytest.raises(LaunchError, match=r"(?s)my server exited with code 3 before it was ready.*last words"):
+        wait_healthy(url, 30, "my server", log, exited=lambda: 3, tail=lambda: "last words")
+    with pytest.raises(LaunchError, match=r"(?s)my server was not ready within 0\.6 s \(GET .*/health: ConnectError.*tail"):
+        wait_healthy(url, 0.6, "my server", log, exited=lambda: None, tail=lambda: "tail")
