@@ -75,7 +75,12 @@ def write_run(plan: Plan, run_dir: Path, salt: str) -> Path:
         "model": s.model, "engine": s.engine, "condition": s.condition.model_dump(mode="json"),
         "text": answers(prompts[s.prompt])[choice[s.id]], "finish_reason": "stop", "prompt_tokens": 10,
         "completion_tokens": 8}) for s in rows))
-    (run_dir / "outputs" / "fillers.jsonl").write_bytes(b"")
+    # Filler members' outputs, as the runtime writes them (verify's files stage checks them against the groups).
+    (run_dir / "outputs" / "fillers.jsonl").write_bytes(b"".join(canonical_bytes({
+        "filler": f"{g.id}:{i}", "group": g.id, "position": i, "prompt": m.prompt, "phase": g.phase, "model": g.model,
+        "engine": g.engine, "condition": g.condition.model_dump(mode="json"), "text": "filler", "finish_reason": "stop",
+        "prompt_tokens": 10, "completion_tokens": 8})
+        for g in sorted(plan.groups, key=lambda g: g.index) for i, m in enumerate(g.members) if m.sample is None))
     (run_dir / "volatile" / "timings.jsonl").write_bytes(b"".join(
         canonical_bytes({"group": g.id, "index": g.index, "wall_s": 0.05 * len(g.members)}) for g in plan.groups))
     (run_dir / "run.json").write_bytes(canonical_bytes({"completed": True, "plan_hash": plan.plan_hash}))
@@ -99,6 +104,7 @@ def build(tmp: Path, data_dir: Path) -> tuple[BundleStore, str, str, Plan]:
 def run(data_dir: Path, repeat: int = 5) -> dict[str, Any]:
     """Median wall times (s) of verify (whole and per stage), hashing throughput and diff."""
     from batchsafe.verification import checks, recheck
+    from batchsafe.verification.completeness import check_files
     from batchsafe.verification.source import from_store
     from batchsafe.verification.verify import verify
 
@@ -115,7 +121,8 @@ def run(data_dir: Path, repeat: int = 5) -> dict[str, Any]:
             gc.disable()  # as verify() does, so that the stages add up to the whole
             for name, fn in (("integrity", checks.check_integrity), ("schemas", checks.check_schemas),
                              ("coverage", checks.check_coverage), ("rescoring", recheck.check_rescoring),
-                             ("statistics", recheck.check_statistics), ("targets", recheck.check_targets)):
+                             ("statistics", recheck.check_statistics), ("targets", recheck.check_targets),
+                             ("files", lambda c: check_files(c, stats=c.stats))):
                 t0 = time.perf_counter()
                 fn(ctx)
                 stages.setdefault(name, []).append(time.perf_counter() - t0)
