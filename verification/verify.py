@@ -24,6 +24,7 @@ from batchsafe.core import layout
 
 from . import checks, recheck
 from .completeness import check_files
+from .guard import guarded
 from .derived import check_derived
 from .provenance import check_provenance
 from .stack import check_stack
@@ -182,21 +183,23 @@ def _run_stages(src: BundleSource, *, data_dir: str | Path | None, spec: str | P
     ctx = checks.Context(src)
     rep = VerifyReport(where=src.where, bundle_id=src.bundle_id, claimed_id=src.claimed_id,
                        kind=src.manifest.kind, parent=src.manifest.parent)
-    rep.stages.append(checks.check_integrity(ctx))
-    rep.stages.append(checks.check_schemas(ctx))
-    rep.stages.append(check_plan(ctx, data_dir=data_dir, spec=spec, recompile=recompile))
-    rep.stages.append(checks.check_coverage(ctx))
-    if (stack := check_stack(ctx)) is not None:
+    # Every stage runs guarded: malformed data a stage did not foresee is its FAIL line, not an abort.
+    rep.stages.append(guarded("integrity", checks.check_integrity, ctx))
+    rep.stages.append(guarded("schemas", checks.check_schemas, ctx))
+    rep.stages.append(guarded("plan", check_plan, ctx, data_dir=data_dir, spec=spec, recompile=recompile))
+    rep.stages.append(guarded("coverage", checks.check_coverage, ctx))
+    if (stack := guarded("stack", check_stack, ctx)) is not None:
         rep.stages.append(stack)
-    rep.stages.append(recheck.check_rescoring(ctx))
-    rep.stages.append(recheck.check_statistics(ctx))
-    rep.stages.append(recheck.check_targets(ctx))
-    if (derived := check_derived(ctx)) is not None:
+    rep.stages.append(guarded("rescoring", recheck.check_rescoring, ctx))
+    rep.stages.append(guarded("statistics", recheck.check_statistics, ctx))
+    rep.stages.append(guarded("targets", recheck.check_targets, ctx))
+    if (derived := guarded("derived", check_derived, ctx)) is not None:
         rep.stages.append(derived)
-    rep.stages.append(check_files(ctx, strict=strict, stats=ctx.stats))
-    rep.stages.append(check_provenance(ctx))
+    rep.stages.append(guarded("files", lambda: check_files(ctx, strict=strict, stats=ctx.stats)))
+    rep.stages.append(guarded("provenance", check_provenance, ctx))
     if replay:
-        rep.stages.append(check_replay(ctx, replay, seed=replay_seed, engine=engine, factory=engine_factory))
+        rep.stages.append(guarded("replay", check_replay, ctx, replay, seed=replay_seed, engine=engine,
+                                  factory=engine_factory))
     return rep
 
 

@@ -346,3 +346,18 @@ def test_filler_keys_are_the_keys_the_runtime_writes(base) -> None:
     _, fillers = group_records(plan, g, results)
     assert fillers and all(set(f) == FILLER_KEYS for f in fillers)
     assert set(fake.fake_fillers(plan)[0]) == FILLER_KEYS  # the fixture bundle writes what the runtime writes
+
+
+@pytest.mark.parametrize("exc", [ValueError("bad"), KeyError("sample"), OverflowError("int too large")])
+def test_a_stage_meeting_unforeseen_data_fails_instead_of_aborting(base, tmp_path, monkeypatch, exc) -> None:
+    from batchsafe.verification import recheck
+
+    def boom(ctx):
+        raise exc
+    monkeypatch.setattr(recheck, "check_targets", boom)
+    store, bid, _ = base
+    rep = verify(store.materialize(bid, tmp_path / "b"))
+    st = stage(rep, "targets")
+    assert st.status == "FAIL" and not rep.ok
+    assert st.problems == [f"the targets stage could not finish on this bundle: {type(exc).__name__}: {exc}"]
+    assert stage(rep, "files").status == "PASS"  # later stages still ran
