@@ -257,33 +257,18 @@ def test_killing_the_launching_process_removes_its_container(client, pinned, tmp
 def test_ctrl_c_removes_the_container_and_the_run_resumes_exactly(client, pinned, tmp_path) -> None:
     """SIGINT to `batchsafe run`: exit 130 after the current group, the container is gone, and
     `--resume` (a new container) finishes with every sample exactly once."""
+    from interrupt_run import assert_each_sample_once, interrupt_run
+
     from batchsafe.compiler.compile import compile_spec
     from batchsafe.runtime.executor import run_plan
-    from batchsafe.runtime.journal import JOURNAL_FILE
 
     plan = compile_spec(spec_for(tmp_path, pinned))
-    plan_path = tmp_path / "plan.lock.json"
-    plan_path.write_bytes(plan.to_bytes())
-    run_dir = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "batchsafe.cli", "run", str(plan_path), "--out", str(run_dir),
-                             "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    journal = run_dir / JOURNAL_FILE
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and proc.poll() is None:
-        if journal.is_file() and len(journal.read_bytes().splitlines()) >= 2:
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, proc.communicate()[1][-2000:]
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130 and "resume with" in err, err[-2000:]
+    run_dir, _ = interrupt_run(plan, tmp_path, wait_s=300)
     [rec] = [LaunchRecord.from_bytes(p.read_bytes()) for p in (run_dir / "launch").glob("*.json")]
     assert rec.stop_reason == "closed" and not labelled(client)
     summary = run_plan(plan, run_dir, resume=True, progress=False)
     assert summary.complete
-    rows = [json.loads(x) for x in (run_dir / "outputs" / "samples.jsonl").read_text().splitlines()]
-    assert sorted(r["sample"] for r in rows) == sorted(s.id for s in plan.samples)  # 0 lost, 0 duplicated
-    assert not labelled(client)
+    assert_each_sample_once(plan, run_dir)
 
 
 def test_a_labelled_container_whose_owner_is_gone_is_swept(client, pinned) -> None:

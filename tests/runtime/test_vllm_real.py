@@ -309,6 +309,8 @@ def test_vllm_cpu_spec_end_to_end_bundle_verifies(stack, tmp_path) -> None:
 def test_ctrl_c_stops_the_server_and_leaves_a_resumable_run(stack, tmp_path) -> None:
     """SIGINT to `batchsafe run`: it stops after the current group (exit 130), the launched
     server's group is gone, and `--resume` finishes with every sample exactly once."""
+    from interrupt_run import assert_each_sample_once, interrupt_run
+
     from batchsafe.compiler.compile import compile_spec
     from batchsafe.runtime.executor import run_plan
     from batchsafe.runtime.journal import JOURNAL_FILE
@@ -324,28 +326,12 @@ def test_ctrl_c_stops_the_server_and_leaves_a_resumable_run(stack, tmp_path) -> 
             axes: {batch_sizes: [1, 2]}
         """))
     plan = compile_spec(spec)
-    plan_path = tmp_path / "plan.lock.json"
-    plan_path.write_bytes(plan.to_bytes())
-    run_dir = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "batchsafe.cli", "run", str(plan_path), "--out", str(run_dir),
-                             "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    journal = run_dir / JOURNAL_FILE
-    deadline = time.monotonic() + 400
-    while time.monotonic() < deadline and proc.poll() is None:
-        if journal.is_file() and len(journal.read_bytes().splitlines()) >= 2:
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, proc.communicate()[1][-2000:]
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err[-2000:]
-    assert "resume with" in err
+    run_dir, _ = interrupt_run(plan, tmp_path)
     recs = [LaunchRecord.from_bytes(p.read_bytes()) for p in (run_dir / "launch").glob("*.json")]
     assert len(recs) == 1 and recs[0].stop_reason == "closed" and not _alive(recs[0].pid)
-    done = len(journal.read_bytes().splitlines())
+    done = len((run_dir / JOURNAL_FILE).read_bytes().splitlines())
     assert 2 <= done < len(plan.groups)
     summary = run_plan(plan, run_dir, resume=True, progress=False)
     assert summary.complete
-    rows = [json.loads(x) for x in (run_dir / "outputs" / "samples.jsonl").read_text().splitlines()]
-    assert sorted(r["sample"] for r in rows) == sorted(s.id for s in plan.samples)  # 0 lost, 0 duplicated
+    assert_each_sample_once(plan, run_dir)
     assert len(list((run_dir / "launch").glob("*.json"))) == 2  # the resumed run launched its own server

@@ -1,0 +1,45 @@
+"""Ctrl-C a real `batchsafe run` mid-plan, and check a resumed run has every sample once.
+
+Shared by the real-engine tests of every launch kind (process, container): the contract is
+the same whatever serves the plan.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def interrupt_run(plan: Any, tmp_path: Path, after_groups: int = 2, wait_s: float = 400) -> tuple[Path, str]:
+    """Start `batchsafe run` on ``plan`` in a subprocess, SIGINT it once ``after_groups`` journal
+    lines exist, and return (run directory, its stderr) after asserting exit 130 and the
+    resume hint."""
+    from batchsafe.runtime.journal import JOURNAL_FILE
+
+    plan_path = tmp_path / "plan.lock.json"
+    plan_path.write_bytes(plan.to_bytes())
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "batchsafe.cli", "run", str(plan_path), "--out", str(run_dir),
+                             "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    journal = run_dir / JOURNAL_FILE
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        if journal.is_file() and len(journal.read_bytes().splitlines()) >= after_groups:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.communicate()[1][-2000:]
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "resume with" in err, err[-2000:]
+    return run_dir, err
+
+
+def assert_each_sample_once(plan: Any, run_dir: Path) -> None:
+    """The finished run's outputs hold every planned sample exactly once (0 lost, 0 duplicated)."""
+    rows = [json.loads(x) for x in (run_dir / "outputs" / "samples.jsonl").read_text().splitlines()]
+    assert sorted(r["sample"] for r in rows) == sorted(s.id for s in plan.samples)
