@@ -90,7 +90,11 @@ def write_run(plan: Plan, run_dir: Path, salt: str) -> Path:
 def build(tmp: Path, data_dir: Path) -> tuple[BundleStore, str, str, Plan]:
     """Two bundles of the same plan with different synthetic flips."""
     spec = tmp / "synthetic9.yaml"
-    YAML().dump(synthetic_spec(MODELS), spec)
+    doc = synthetic_spec(MODELS)
+    # The synthetic outputs come from no server: an external endpoint, so verify's stack
+    # stage expects no launch records (tr138_v2 itself launches its image as a container).
+    doc["engines"]["vllm"]["launch"] = {"kind": "external"}
+    YAML().dump(doc, spec)
     plan = compile_spec(spec, data_dir)
     store = BundleStore(tmp / "store")
     ids = []
