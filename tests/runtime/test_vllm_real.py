@@ -237,21 +237,25 @@ def reduced_spec(tmp_path: Path, per_task: int, phases: str | None = None) -> Pa
     return path
 
 
+SYNC_1_2 = textwrap.dedent("""\
+    phases:
+      - id: p1
+        kind: batch_size
+        models: [smollm2-135m]
+        engine: vllm
+        tasks: [advbench_refusal, borderline]
+        dispatch: synchronized
+        axes: {batch_sizes: [1, 2]}
+    """)
+"""One synchronized phase at batch sizes 1 and 2: the plan of the kill and Ctrl-C tests."""
+
+
 def test_killed_server_mid_run_is_restarted_and_nothing_is_lost_or_doubled(stack, tmp_path) -> None:
     from batchsafe.compiler.compile import compile_spec
     from batchsafe.runtime.executor import run_plan
     from batchsafe.runtime.journal import JOURNAL_FILE
 
-    spec = reduced_spec(tmp_path, 3, textwrap.dedent("""\
-        phases:
-          - id: p1
-            kind: batch_size
-            models: [smollm2-135m]
-            engine: vllm
-            tasks: [advbench_refusal, borderline]
-            dispatch: synchronized
-            axes: {batch_sizes: [1, 2]}
-        """))
+    spec = reduced_spec(tmp_path, 3, SYNC_1_2)
     plan = compile_spec(spec)
     run_dir = tmp_path / "run"
     killed: list[int] = []
@@ -315,16 +319,7 @@ def test_ctrl_c_stops_the_server_and_leaves_a_resumable_run(stack, tmp_path) -> 
     from batchsafe.runtime.executor import run_plan
     from batchsafe.runtime.journal import JOURNAL_FILE
 
-    spec = reduced_spec(tmp_path, 3, textwrap.dedent("""\
-        phases:
-          - id: p1
-            kind: batch_size
-            models: [smollm2-135m]
-            engine: vllm
-            tasks: [advbench_refusal, borderline]
-            dispatch: synchronized
-            axes: {batch_sizes: [1, 2]}
-        """))
+    spec = reduced_spec(tmp_path, 3, SYNC_1_2)
     plan = compile_spec(spec)
     run_dir, _ = interrupt_run(plan, tmp_path)
     recs = [LaunchRecord.from_bytes(p.read_bytes()) for p in (run_dir / "launch").glob("*.json")]
