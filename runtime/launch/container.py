@@ -311,12 +311,7 @@ class ContainerServer(LaunchedServer):
             network_mode="host", mounts=req.mounts(), device_requests=req.device_requests(), labels=labels,
             daemon_version=version.get("Version"), daemon_api_version=version.get("ApiVersion"),
             docker_run=req.docker_run(port, name))
-        try:
-            self.server.start(req.ready_timeout_s)
-        except LaunchError:
-            self._fill_times("failed")
-            self.record.write(self.run_dir)
-            raise
+        self._start_server(req.ready_timeout_s)
         c = self.server.container
         if c.attrs.get("Image") != image.id:
             self.finish("failed")

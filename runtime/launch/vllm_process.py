@@ -194,15 +194,19 @@ class LaunchedServer:
         label += f" at tensor_parallel {req.tensor_parallel}" if req.tensor_parallel else ""
         self.server = ServerProcess(argv, env, endpoint=self.record.endpoint, health_path="/health",
                                     log_path=self.run_dir / self.record.log, label=label)
+        self._start_server(req.ready_timeout_s)
+        self.record.pid = self.server.proc.pid if self.server.proc else None
+        self._fill_times(None)
+        self._check_ready(label)
+
+    def _start_server(self, ready_timeout_s: float) -> None:
+        """Start ``self.server`` and wait for it; a failed start still writes its record (any launch kind)."""
         try:
-            self.server.start(req.ready_timeout_s)
+            self.server.start(ready_timeout_s)
         except LaunchError:
             self._fill_times("failed")
             self.record.write(self.run_dir)
             raise
-        self.record.pid = self.server.proc.pid if self.server.proc else None
-        self._fill_times(None)
-        self._check_ready(label)
 
     def _check_ready(self, label: str) -> None:
         """First generation, logged dtype against the flags, record written (any launch kind)."""
