@@ -10,9 +10,10 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 
 def interrupt_run(plan: Any, tmp_path: Path, after_groups: int = 2, wait_s: float = 400) -> tuple[Path, str]:
@@ -43,3 +44,29 @@ def assert_each_sample_once(plan: Any, run_dir: Path) -> None:
     """The finished run's outputs hold every planned sample exactly once (0 lost, 0 duplicated)."""
     rows = [json.loads(x) for x in (run_dir / "outputs" / "samples.jsonl").read_text().splitlines()]
     assert sorted(r["sample"] for r in rows) == sorted(s.id for s in plan.samples)
+
+
+def run_killing_server(plan: Any, run_dir: Path, kill: Callable[[dict], object], after_groups: int,
+                       wait_s: float = 400) -> tuple[Any, list[object]]:
+    """``run_plan`` in this process while a thread waits for ``after_groups`` journal lines, then
+    calls ``kill`` once with the first launch record (parsed JSON). Returns the run summary and
+    what ``kill`` returned (empty if it never fired)."""
+    from batchsafe.runtime.executor import run_plan
+    from batchsafe.runtime.journal import JOURNAL_FILE
+
+    killed: list[object] = []
+
+    def killer() -> None:
+        journal = run_dir / JOURNAL_FILE
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            if journal.is_file() and len(journal.read_bytes().splitlines()) >= after_groups:
+                killed.append(kill(json.loads(next((run_dir / "launch").glob("001-*.json")).read_text())))
+                return
+            time.sleep(0.05)
+
+    t = threading.Thread(target=killer, daemon=True)
+    t.start()
+    summary = run_plan(plan, run_dir, progress=False)
+    t.join()
+    return summary, killed

