@@ -88,7 +88,15 @@ def test_four_dispatch_modes_on_the_real_server(server) -> None:
     sync = eng.run_group(reqs(4), "synchronized")
     assert len(sync) == 4 and sync[0].volatile["dispatch"] == "synchronized"
     # Server-side evidence: vLLM reported more than one request running during the group.
-    assert sync[0].volatile["server_running_max"] >= 2, sync[0].volatile
+    # /metrics is sampled from the outside, so a short group on a loaded 2-core CI machine can
+    # end between two samples (CI once saw 0 over a 0.98 s group): the evidence group asks for
+    # long answers and gets three tries; one sample showing >= 2 running is the proof.
+    long = [GenRequest(key=f"l{i}", messages=(("user", f"Write a long story about the number {i}."),),
+                       max_tokens=160) for i in range(4)]
+    seen: list[dict] = []
+    while len(seen) < 3 and not (seen and (seen[-1]["server_running_max"] or 0) >= 2):
+        seen.append(eng.run_group(long, "synchronized")[0].volatile)
+    assert max(v["server_running_max"] or 0 for v in seen) >= 2, seen
     conc = eng.run_group(reqs(4), "concurrent")
     assert [r.key for r in conc] == ["r0", "r1", "r2", "r3"] and all(r.text for r in conc)
     plist = eng.run_group(reqs(4), "prompt_list")
