@@ -18,7 +18,7 @@ $(VENV)/.setup-done: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	@echo "installing batchsafe with the embedded llama.cpp engine (first time: ~10-15 min compile on 2 cores)"
-	$(BIN)/python -m pip install --quiet -e '.[test,embedded,ray,container]'
+	$(BIN)/python -m pip install --quiet -e '.[test,embedded,ray,container,torch]'
 	touch $@
 
 # vLLM for CPU in its own venv plus SmolLM2-135M converted to an HF folder, cached under
