@@ -87,10 +87,10 @@ def write_run(plan: Plan, run_dir: Path, salt: str) -> Path:
     return run_dir
 
 
-def build(tmp: Path, data_dir: Path) -> tuple[BundleStore, str, str, Plan]:
-    """Two bundles of the same plan with different synthetic flips."""
-    spec = tmp / "synthetic9.yaml"
-    doc = synthetic_spec(MODELS)
+def build(tmp: Path, data_dir: Path, models: int = MODELS) -> tuple[BundleStore, str, str, Plan]:
+    """Two bundles of the same plan (the synthetic spec cut to ``models``) with different synthetic flips."""
+    spec = tmp / f"synthetic{models}.yaml"
+    doc = synthetic_spec(models)
     # The synthetic outputs come from no server: an external endpoint, so verify's stack
     # stage expects no launch records (tr138_v2 itself launches its image as a container).
     doc["engines"]["vllm"]["launch"] = {"kind": "external"}
