@@ -217,7 +217,8 @@ def _resolve_models(spec: Spec, used: set[str]) -> tuple[list[ResolvedModel], di
             hf_weights_sha256=m.hf.weights_sha256 if m.hf else None,
             gguf_sha256=m.gguf.sha256 if m.gguf else None, gguf_name=m.gguf.name if m.gguf else "",
             gguf_quant=m.gguf.quant if m.gguf else None, variants=dict(m.gguf.variants) if m.gguf else {},
-            ollama_tags=dict(m.ollama.tags) if m.ollama else {}, ollama_digests=dict(m.ollama.digests) if m.ollama else {}))
+            ollama_tags=dict(m.ollama.tags) if m.ollama else {}, ollama_digests=dict(m.ollama.digests) if m.ollama else {},
+            alignment=m.alignment))
         if m.gguf and m.gguf.sources:
             sources[name] = [s.model_dump(mode="json") for s in m.gguf.sources]
     return models, sources

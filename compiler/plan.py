@@ -222,6 +222,8 @@ class ResolvedModel(Frozen):
     """Pinned digests of quantization variants (llama.cpp) by quant."""
     ollama_tags: dict[str, str] = Field(default_factory=dict)
     ollama_digests: dict[str, str] = Field(default_factory=dict)
+    alignment: str | None = Field(None, exclude_if=lambda v: v is None)
+    """Alignment type from the spec (absent when unset, so older plans keep their hash)."""
 
 
 class ResolvedEngine(Frozen):

@@ -21,6 +21,7 @@ from batchsafe.runtime.engines.catalogue import DISPATCH_MODES
 from .spec_base import (DATASET_FORMATS, GIT_REV_PATTERN, IMAGE_PATTERN, METRIC_PATTERN, NAME_PATTERN,  # noqa: F401
                         SCORER_PATTERN, SHA256_PATTERN, SPEC_SCHEMA_VERSION, DatasetFormat, Name, Quant, Scalar,
                         Sha256, Strict)
+from .spec_protocol import Protocol
 from .spec_refs import (EngineSpec, GGUFRef, HFRef, HubFile, Launch, LlamaCppEngine, LocalFile, Model,  # noqa: F401
                         ModelSource, OllamaEngine, OllamaRef, PyPIChunks, PyPIFile, VLLMEngine)
 
@@ -60,6 +61,8 @@ class Analysis(Strict):
     """Multiple-testing correction applied within each test family."""
     ci_level: float = Field(0.95, gt=0.5, lt=1.0)
     """Confidence level of reported intervals."""
+    protocol: Protocol | None = Field(None, exclude_if=lambda v: v is None)
+    """Seed 003's paired testing protocol (Studies A-D); its statistics are computed only when set."""
 
 
 class FileRef(Strict):

@@ -103,6 +103,8 @@ class Model(Strict):
     """Reference used by the embedded llama.cpp engine."""
     ollama: OllamaRef | None = None
     """Reference used by Ollama."""
+    alignment: str | None = Field(None, min_length=1, max_length=40, exclude_if=lambda v: v is None)
+    """Alignment type (e.g. base, sft, rlhf, dpo): the grouping of the protocol's alignment-vs-fragility test."""
 
 
 class Launch(Strict):
