@@ -12,11 +12,11 @@ from typing import Any
 from batchsafe.analysis.scorers.catalogue import SCORERS, check_ref, parse_ref
 from batchsafe.runtime.engines.catalogue import ENGINES
 
-from . import tensor_parallel
+from . import composition, tensor_parallel
 from .datasets import format_fields
 from .diagnostics import Diagnostic
 from .render import SPECIAL_FIELDS, placeholders
-from .spec import LlamaCppEngine, OllamaEngine, Phase, Spec, VLLMEngine
+from .spec import Phase, Spec
 from .yamlspec import LocatedDoc, diag_at
 
 #: Dispatch modes each engine kind implements, as the engine catalogue declares them.
@@ -31,6 +31,7 @@ KIND_AXES = {
     "kernel_ablation": ("kernel",),
     "repeat_floor": (),
     "tensor_parallel": ("tensor_parallel",),
+    "composition": (),  # its axis is phase.composition.load_levels (compiler.composition checks it)
 }
 
 
@@ -192,13 +193,13 @@ class Checker:
                        f"engine kind {engine.kind} does not implement dispatch {phase.dispatch!r}",
                        "supported: " + ", ".join(ENGINE_MODES[engine.kind]))
         tensor_parallel.check_phase(self, i, phase, engine, phase.engine)
-        if isinstance(engine, VLLMEngine):
-            self.check_vllm_stack(base + ("engine",), phase.engine, engine)
-            if phase.axes.quants:
-                self.error(base + ("axes", "quants"), "invalid-value", "vLLM phases serve the HF checkpoint; quants need ollama or llamacpp")
+        composition.check_phase(self, i, phase, engine)
+        # The rest is the engine's own (its spec block's checks, in runtime/engines/<kind>.py).
+        engine.check_engine(self, base + ("engine",), phase.engine)
+        engine.check_phase(self, base, phase)
         for j, model_name in enumerate(phase.models):
             if self.ref(base + ("models", j), model_name, "models"):
-                self.check_binding(base + ("models", j), model_name, phase, engine)
+                engine.check_binding(self, base + ("models", j), model_name, self.spec.models[model_name], phase)
 
     def _dupes(self, path: tuple[Any, ...], items: list[str], what: str) -> None:
         seen: dict[str, int] = {}
@@ -207,49 +208,3 @@ class Checker:
                 self.error(path + (j,), "duplicate-id", f"{what} {item!r} is listed twice", f"first listed at index {seen[item]}")
             seen.setdefault(item, j)
 
-    def check_vllm_stack(self, path: tuple[Any, ...], name: str, engine: VLLMEngine) -> None:
-        """What pins a vLLM stack: the image digest (external, container) or the vLLM
-        version (process: no image, so the version the server reports is the pin)."""
-        kind = engine.launch.kind if engine.launch else "external"
-        if kind == "process":
-            if engine.version is None:
-                self.error(("engines", name), "missing-key", f"engine {name!r} launches a process: it needs version "
-                           "(the vLLM version the server must report)", "e.g. version: \"0.32.0\"")
-            if engine.launch is not None and not engine.launch.python:
-                self.error(("engines", name, "launch"), "missing-key", f"engine {name!r} launches a process: it needs "
-                           "launch.python (the interpreter of the venv vLLM is installed in)")
-            if engine.launch is not None and not engine.launch.model_dir:
-                self.error(("engines", name, "launch"), "missing-key", f"engine {name!r} launches a process: it needs "
-                           "launch.model_dir (the HF model directory to serve)")
-            return
-        if engine.image is None:
-            self.error(("engines", name), "missing-key", f"engine {name!r} ({kind} launch) needs image (repo@sha256:...)")
-            return
-        self.pin(path, f"engines.{name}.image {engine.image}", "@sha256:" in engine.image)
-
-    def check_binding(self, path: tuple[Any, ...], name: str, phase: Phase, engine: Any) -> None:
-        """The model must have the reference this engine needs, pinned."""
-        model = self.spec.models[name]
-        if isinstance(engine, VLLMEngine):
-            if model.hf is None:
-                self.error(path, "missing-key", f"model {name!r} has no hf reference, needed by engine kind {engine.kind}")
-            elif model.hf is not None:
-                self.pin(path, f"models.{name}.hf {model.hf.repo} revision", model.hf.revision is not None
-                         or (model.hf.weights_sha256 is not None and isinstance(engine, VLLMEngine)
-                             and engine.launch is not None and engine.launch.kind in ("process", "container")))
-        elif isinstance(engine, OllamaEngine):
-            if model.ollama is None:
-                self.error(path, "missing-key", f"model {name!r} has no ollama reference, needed by engine kind ollama")
-                return
-            for quant in phase.axes.quants or list(model.ollama.tags)[:1]:
-                if quant not in model.ollama.tags:
-                    self.error(path, "missing-key", f"model {name!r} has no ollama tag for quant {quant}",
-                               f"add models.{name}.ollama.tags.{quant}")
-                elif quant not in model.ollama.digests:
-                    # Ollama tags are resolved to a manifest digest by the server; the runtime records it.
-                    self.resolved_at_run.append(f"models.{name}.ollama.tags.{quant} {model.ollama.tags[quant]}")
-        elif isinstance(engine, LlamaCppEngine):
-            if model.gguf is None:
-                self.error(path, "missing-key", f"model {name!r} has no gguf reference, needed by engine kind llamacpp")
-                return
-            self.pin(path, f"models.{name}.gguf sha256", model.gguf.sha256 is not None)

@@ -22,8 +22,8 @@ from .spec_base import (DATASET_FORMATS, GIT_REV_PATTERN, IMAGE_PATTERN, METRIC_
                         SCORER_PATTERN, SHA256_PATTERN, SPEC_SCHEMA_VERSION, DatasetFormat, Name, Quant, Scalar,
                         Sha256, Strict)
 from .spec_protocol import Protocol
-from .spec_refs import (EngineSpec, GGUFRef, HFRef, HubFile, Launch, LlamaCppEngine, LocalFile, Model,  # noqa: F401
-                        ModelSource, OllamaEngine, OllamaRef, PyPIChunks, PyPIFile, VLLMEngine)
+from .spec_refs import (EngineSpec, GGUFRef, HFRef, HubFile, LocalFile, Model, ModelSource,  # noqa: F401
+                        OllamaRef, PyPIChunks, PyPIFile)
 
 
 class Experiment(Strict):

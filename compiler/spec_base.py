@@ -2,32 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from batchsafe.core.strict import IMAGE_PATTERN, SHA256_PATTERN, Scalar, Sha256, Strict  # noqa: F401  (re-exported)
 
 from .datasets import FORMATS as _LOADER_FORMATS
 
 SPEC_SCHEMA_VERSION = 1
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
-SHA256_PATTERN = r"^sha256:[0-9a-f]{64}$"
 GIT_REV_PATTERN = r"^[0-9a-f]{40}$"
 SCORER_PATTERN = r"^[a-z][a-z0-9_]*@[0-9]+(\.[0-9]+)*$"
 METRIC_PATTERN = r"^[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*$"
-IMAGE_PATTERN = r"^[a-z0-9][a-z0-9._/\-:]*(@sha256:[0-9a-f]{64})?$"
 
 Name = Annotated[str, Field(pattern=NAME_PATTERN, max_length=80)]
-Sha256 = Annotated[str, Field(pattern=SHA256_PATTERN, description="A digest written as sha256:<64 lowercase hex>.")]
 Quant = Literal["F32", "F16", "BF16", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_0", "Q4_1", "Q3_K_M", "Q2_K"]
-Scalar = Union[str, int, float, bool]
 
 # One list of formats: the loader registry (compiler.datasets) is the source of truth.
 DATASET_FORMATS = _LOADER_FORMATS
 DatasetFormat = Literal[DATASET_FORMATS]  # type: ignore[valid-type]
 
 
-class Strict(BaseModel):
-    """Base of every spec model: unknown keys are errors, values are not coerced."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, use_attribute_docstrings=True)

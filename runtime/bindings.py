@@ -204,13 +204,12 @@ def preflight(plan: Plan, groups: list[Group] | None = None) -> list[str]:
             if key in seen:
                 continue
             seen.add(key)
-            if (eng.config.get("launch") or {}).get("kind") == "process":
-                problems.extend(p for p in _launch_problems(plan, eng.name, groups) if p not in problems)
-                continue
-            if (eng.config.get("launch") or {}).get("kind") == "container":
-                from batchsafe.runtime.launch.container import preflight as container_preflight
-
-                problems.extend(p for p in container_preflight(plan, eng.name, groups) if p not in problems)
+            # An adapter with its own preflight (e.g. vLLM's launched servers) says what would
+            # stop it; None from it means "an external server: probe it like any other".
+            hook = getattr(engine_class(eng.kind), "preflight", None) if eng.kind in ENGINES else None
+            found = hook(plan, eng.name, groups) if hook is not None else None
+            if found is not None:
+                problems.extend(p for p in found if p not in problems)
                 continue
             why = None
             if eng.kind in SERVER_PROBES:
@@ -258,31 +257,6 @@ def preflight(plan: Plan, groups: list[Group] | None = None) -> list[str]:
     return problems
 
 
-def _launch_problems(plan: Plan, engine: str, groups: list[Group]) -> list[str]:
-    """What would stop the servers ``engine`` launches for ``groups`` (nothing is started)."""
-    from batchsafe.runtime.launch.process import LaunchError
-    from batchsafe.runtime.launch.vllm_process import prepare
-
-    models = {m.name: m for m in plan.models}
-    first = next((g for g in groups if g.engine == engine), None)
-    model = models.get(first.model) if first else None
-    if model is None or not model.hf_repo:
-        return [f"engine {engine!r} launches vLLM, which needs a model with an hf reference"]
-    from batchsafe.compiler.tensor_parallel import plan_variant
-
-    # One request per TP size the groups use (a size that does not divide the model's heads
-    # is found here, before any server starts); None stands for no TP axis.
-    sizes = sorted({g.condition.tensor_parallel for g in groups if g.engine == engine}, key=lambda v: v or 0)
-    out: list[str] = []
-    try:
-        for size in sizes:
-            out += [p for p in prepare(plan, engine, model, None, tp=plan_variant(plan, engine, size)).problems()
-                    if p not in out]
-    except LaunchError as exc:
-        return [str(exc)]
-    return out
-
-
 def _unavailable(kind: str, why: str | None) -> str:
     info = ENGINES.get(kind)
     needs = (f"{info.target} with pip install 'batchsafe[{','.join(info.extras)}]'" if info and info.extras
@@ -316,8 +290,8 @@ class DefaultEngineFactory:
         if binding.kind == "llamacpp":
             return self._llamacpp(binding)
         if binding.kind in registered_engines() and hasattr(engine_class(binding.kind), "from_plan"):
-            kwargs = {"run_dir": self.run_dir} if binding.kind == "vllm" else {}
-            return engine_class(binding.kind).from_plan(self.plan, binding, **kwargs)  # type: ignore[attr-defined]
+            # run_dir: where an adapter that starts processes writes their logs and records
+            return engine_class(binding.kind).from_plan(self.plan, binding, run_dir=self.run_dir)  # type: ignore[attr-defined]
         why = None
         if binding.kind in SERVER_PROBES:
             why = probe_server(binding.kind, self.plan.locators.endpoints.get(binding.engine))

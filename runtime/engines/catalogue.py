@@ -1,24 +1,30 @@
-"""The engine catalogue: every engine kind, declared once, with a lazy factory.
+"""The engine catalogue: every engine kind, declared once, in the engine's own module.
 
-Each engine kind is one ``engine(...)`` declaration here (inspect_ai's ``@modelapi``
-providers are the model): its dispatch modes, capabilities, default endpoint, health
-probe, pip extra and importable requirements, and the adapter class as
-``"module:Class"``, imported only when the kind is used. Everything else reads this declaration:
+An engine is one module in this package (inspect_ai's ``@modelapi`` providers are the
+model): the adapter class carries an ``@engine(kind, config=..., ...)`` declaration with
+its dispatch modes, capabilities, default endpoint, health probe, pip extra and
+importable requirements, and the module defines the engine's spec block (``config``, an
+:class:`~batchsafe.runtime.engines.config.EngineConfig` whose methods hold the
+compile-time checks only this kind needs). Everything else reads the declaration:
 
-* the spec schema: ``Phase.dispatch`` / ``Group.mode`` enumerate :data:`DISPATCH_MODES`,
-  the engine config union has exactly the declared kinds (a test pins it), and server
-  endpoints default to ``default_endpoint``;
-* the compiler's checks: a phase's dispatch must be one of its engine kind's ``modes``;
-* the runtime: each adapter class takes ``capabilities`` from here, ``engine_class(kind)``
-  loads it through the factory, and preflight probes ``default_endpoint + health_path``
-  and names the extra to install;
+* the spec schema: the engine union is exactly the declared ``config`` blocks (a kind
+  with no adapter is refused), ``Phase.dispatch`` / ``Group.mode`` enumerate
+  :data:`DISPATCH_MODES`, server endpoints default to ``default_endpoint``;
+* the compiler's checks: a phase's dispatch must be one of its kind's ``modes``, then the
+  block's own ``check_engine`` / ``check_phase`` / ``check_binding``;
+* the runtime: adapters get ``name`` and ``capabilities`` from the declaration,
+  ``engine_class(kind)`` returns the class, preflight probes ``default_endpoint +
+  health_path`` and names the extra to install;
 * ``batchsafe engines``: the listing.
 
-This module imports nothing heavy (no adapter, no HTTP client), so the compiler can read
-it. Adding an engine: write ``runtime/engines/<kind>.py`` (an ``Engine`` subclass with
-``from_plan``), add its declaration below and its spec config class in
-``compiler/spec_refs.py``; the tests of the new module plus ``tests/runtime/test_catalogue.py``
-cover the rest.
+Discovery is lazy: the first read of :data:`ENGINES` imports the modules of this package
+that carry a declaration (their source has a line starting ``@engine(``). Engine modules
+therefore keep heavy dependencies (HTTP clients, llama_cpp, torch) inside functions, so
+reading the catalogue (the compiler does) stays cheap.
+
+Adding an engine: write ``runtime/engines/<kind>.py`` with its spec block, its
+``@engine`` declaration on an ``Engine`` subclass with ``from_plan``, and its tests. No
+other module changes (``tests/runtime/test_catalogue.py`` checks the declarations).
 """
 
 from __future__ import annotations
@@ -26,7 +32,8 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, get_args
 
 __all__ = ["DISPATCH_MODES", "ENGINES", "Capabilities", "EngineInfo", "engine", "engine_kinds"]
 
@@ -70,7 +77,9 @@ class EngineInfo:
     capabilities: Capabilities
     """Dispatch modes and what they really do."""
     factory: Callable[[], type]
-    """Imports and returns the adapter class (lazily: importing the catalogue loads no adapter)."""
+    """Returns the adapter class."""
+    config: type
+    """The engine's spec block (an ``EngineConfig`` subclass whose ``kind`` is ``Literal[kind]``)."""
     default_endpoint: str | None = None
     """Base URL of a server engine when the spec names none."""
     health_path: str | None = None
@@ -93,34 +102,98 @@ class EngineInfo:
         return self.default_endpoint is None
 
 
-ENGINES: dict[str, EngineInfo] = {}
-"""Engine kind -> declaration, in declaration order."""
+class _Catalogue(dict):  # type: ignore[type-arg]
+    """Kind -> declaration; the first read imports the declaring modules (see the module docstring)."""
+
+    _loaded = False
+
+    def _load(self) -> None:
+        if not _Catalogue._loaded:
+            _Catalogue._loaded = True  # set first: a module being imported may read the catalogue
+            _discover()
+
+    def __getitem__(self, key: str) -> EngineInfo:
+        self._load()
+        return super().__getitem__(key)
+
+    def __contains__(self, key: object) -> bool:
+        self._load()
+        return super().__contains__(key)
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        self._load()
+        return super().__iter__()
+
+    def __len__(self) -> int:
+        self._load()
+        return super().__len__()
+
+    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+        self._load()
+        return super().get(key, default)
+
+    def items(self):  # type: ignore[no-untyped-def]
+        self._load()
+        return super().items()
+
+    def values(self):  # type: ignore[no-untyped-def]
+        self._load()
+        return super().values()
+
+    def keys(self):  # type: ignore[no-untyped-def]
+        self._load()
+        return super().keys()
 
 
-def engine(kind: str, target: str, *, display: str, summary: str, modes: tuple[str, ...],
+ENGINES: dict[str, EngineInfo] = _Catalogue()
+"""Engine kind -> declaration, in discovery order (module name order)."""
+
+_MARKER = "\n@engine("
+
+
+def _discover() -> None:
+    """Import every module of this package whose source declares an engine (sorted by name)."""
+    here = Path(__file__).parent
+    for path in sorted(here.glob("*.py")):
+        if path.stem.startswith("_") or path.stem == "catalogue":
+            continue
+        if _MARKER in path.read_text(encoding="utf-8"):
+            importlib.import_module(f"{__package__}.{path.stem}")
+
+
+def engine(kind: str, *, config: type, display: str, summary: str, modes: tuple[str, ...],
            true_batching: bool = False, concurrency: bool = False, quant_variants: bool = False,
-           tensor_parallel: bool = False, default_endpoint: str | None = None, health_path: str | None = None, extras: tuple[str, ...] = (),
-           requires: tuple[str, ...] = ()) -> EngineInfo:
-    """Declare engine ``kind``, implemented by ``target`` (``"package.module:Class"``, imported on first use)."""
+           tensor_parallel: bool = False, default_endpoint: str | None = None, health_path: str | None = None,
+           extras: tuple[str, ...] = (), requires: tuple[str, ...] = ()) -> Callable[[type], type]:
+    """Class decorator: declare the decorated adapter class as engine ``kind``.
+
+    ``config`` is the engine's spec block; its ``kind`` field must be ``Literal[kind]``.
+    The class gets ``name = kind`` and the declared ``capabilities``.
+    """
     unknown = set(modes) - set(DISPATCH_MODES)
     if unknown or "sequential" not in modes:
         raise ValueError(f"engine {kind!r}: modes must include sequential and come from {DISPATCH_MODES}")
-    if kind in ENGINES:
+    if dict.__contains__(ENGINES, kind):
         raise RuntimeError(f"engine kind {kind!r} declared twice")
-    module, _, cls = target.partition(":")
+    field = getattr(config, "model_fields", {}).get("kind")
+    if field is None or get_args(field.annotation) != (kind,):
+        raise ValueError(f"engine {kind!r}: its config class must have kind: Literal[{kind!r}]")
 
-    def factory() -> type:
-        return getattr(importlib.import_module(module), cls)
+    def declare(cls: type) -> type:
+        info = EngineInfo(kind, display, summary, Capabilities(true_batching, concurrency, quant_variants,
+                                                               tuple(modes), tensor_parallel),
+                          lambda: cls, config, default_endpoint, health_path, tuple(extras), tuple(requires),
+                          f"{cls.__module__}:{cls.__qualname__}")
+        cls.name = kind  # type: ignore[attr-defined]
+        cls.capabilities = info.capabilities  # type: ignore[attr-defined]
+        dict.__setitem__(ENGINES, kind, info)
+        return cls
 
-    info = EngineInfo(kind, display, summary, Capabilities(true_batching, concurrency, quant_variants, tuple(modes),
-                                                           tensor_parallel),
-                      factory, default_endpoint, health_path, tuple(extras), tuple(requires), target)
-    ENGINES[kind] = info
-    return info
+    return declare
 
 
 def engine_kinds() -> tuple[str, ...]:
-    """Every declared engine kind, in declaration order."""
+    """Every declared engine kind, in catalogue order."""
     return tuple(ENGINES)
 
 
@@ -130,23 +203,3 @@ def describe() -> list[dict[str, Any]]:
              "true_batching": e.capabilities.true_batching, "concurrency": e.capabilities.concurrency,
              "quant_variants": e.capabilities.quant_variants, "default_endpoint": e.default_endpoint,
              "extras": list(e.extras), "requires": list(e.requires)} for e in ENGINES.values()]
-
-
-# --- the declarations ----------------------------------------------------------------
-# Adapters are named as "module:Class" (an entry-point spelling), imported only when the
-# kind is used: the catalogue stays light, and no import edge runs back from here to the
-# adapters, which import ``runtime.engine`` (and through it this module).
-
-engine("llamacpp", "batchsafe.runtime.engines.llamacpp:LlamaCppEngine", display="llama.cpp (embedded)",
-       summary="llama-cpp-python in process: K sequences in one llama_batch; concurrent via a loopback llama_cpp.server",
-       modes=("sequential", "synchronized", "prompt_list", "concurrent"),
-       true_batching=True, concurrency=True, quant_variants=True, extras=("embedded",), requires=("llama_cpp",))
-engine("vllm", "batchsafe.runtime.engines.vllm:VLLMEngine", display="vLLM",
-       summary="vLLM's OpenAI-compatible server, external or launched by batchsafe",
-       modes=("sequential", "synchronized", "prompt_list", "concurrent"),
-       true_batching=True, concurrency=True, quant_variants=False, tensor_parallel=True,
-       default_endpoint="http://127.0.0.1:8000", health_path="/v1/models")
-engine("ollama", "batchsafe.runtime.engines.ollama:OllamaEngine", display="Ollama",
-       summary="an Ollama server; tag digests checked or recorded",
-       modes=("sequential", "concurrent"), concurrency=True, quant_variants=True,
-       default_endpoint="http://127.0.0.1:11434", health_path="/api/version")

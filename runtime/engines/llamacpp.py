@@ -27,12 +27,16 @@ import time
 from datetime import datetime
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
+from pydantic import Field
+
 from batchsafe.runtime import model_store
-from batchsafe.runtime.engine import ENGINES, Engine, EngineError, GenRequest, GenResult, register
+from batchsafe.runtime.engine import Engine, EngineError, GenRequest, GenResult
+from batchsafe.runtime.engines.catalogue import engine
+from batchsafe.runtime.engines.config import CheckContext, EngineConfig
 
 def _cpu_flags() -> set[str]:
     try:
@@ -141,7 +145,31 @@ class SeqOut:
         self.stop_at: int | None = None
 
 
-@register
+class LlamaCppEngineConfig(EngineConfig):
+    """The embedded llama.cpp engine (llama-cpp-python), true batching in one llama_batch."""
+
+    kind: Literal["llamacpp"]
+    n_ctx: int = Field(2048, ge=128)
+    """Context length per sequence."""
+    n_threads: int | None = Field(None, ge=1)
+    """CPU threads; default leaves one core free (llama.cpp slows 10-50x when a core is shared)."""
+    n_batch: int = Field(512, ge=1)
+    """Prompt-processing batch in tokens."""
+    chat_template: str | None = None
+    """Jinja chat template overriding the one in the GGUF metadata."""
+
+    def check_binding(self, ctx: CheckContext, path: tuple[Any, ...], name: str, model: Any, phase: Any) -> None:
+        """The model needs a gguf reference pinned by its file digest."""
+        if model.gguf is None:
+            ctx.error(path, "missing-key", f"model {name!r} has no gguf reference, needed by engine kind llamacpp")
+            return
+        ctx.pin(path, f"models.{name}.gguf sha256", model.gguf.sha256 is not None)
+
+
+@engine("llamacpp", config=LlamaCppEngineConfig, display="llama.cpp (embedded)",
+        summary="llama-cpp-python in process: K sequences in one llama_batch; concurrent via a loopback llama_cpp.server",
+        modes=("sequential", "synchronized", "prompt_list", "concurrent"),
+        true_batching=True, concurrency=True, quant_variants=True, extras=("embedded",), requires=("llama_cpp",))
 class LlamaCppEngine(Engine):
     """llama.cpp through llama-cpp-python's low-level bindings, one process, CPU.
 
@@ -151,9 +179,7 @@ class LlamaCppEngine(Engine):
     ``flash_attn`` defaults to off like llama-cpp-python's ``Llama`` (the reference).
     """
 
-    name = "llamacpp"
     version = "1"
-    capabilities = ENGINES["llamacpp"].capabilities  # declared once, in the catalogue
 
     def __init__(self, model_path: str | os.PathLike[str], n_ctx: int = 1024,
                  n_threads: int | None = None, n_batch: int = 512, seed: int = 0,

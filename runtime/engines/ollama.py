@@ -32,12 +32,18 @@ Per-request send/receive times and the server's eval counts and durations (ns) g
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from batchsafe.runtime.engine import ENGINES, Engine, EngineError, GenRequest, GenResult, register
-from batchsafe.runtime.engines.http import ServerClient, fan_out, group_timing, sequential
+from pydantic import Field
 
-DEFAULT_ENDPOINT = ENGINES["ollama"].default_endpoint
+from batchsafe.core.strict import Scalar
+from batchsafe.runtime.engine import Engine, EngineError, GenRequest, GenResult
+from batchsafe.runtime.engines.catalogue import engine
+from batchsafe.runtime.engines.config import CheckContext, EngineConfig
+
+# httpx is imported where requests are made: the compiler imports this module for its spec block.
+
+DEFAULT_ENDPOINT = "http://127.0.0.1:11434"
 DEFAULT_KEEP_ALIVE = "30m"
 SERVER_FIELDS = ("created_at", "total_duration", "load_duration", "prompt_eval_count",
                  "prompt_eval_duration", "eval_count", "eval_duration")
@@ -53,13 +59,40 @@ def _full_name(tag: str) -> str:
     return tag if ":" in tag.rsplit("/", 1)[-1] else tag + ":latest"
 
 
-@register
+class OllamaEngineConfig(EngineConfig):
+    """An Ollama server."""
+
+    kind: Literal["ollama"]
+    version: str | None = None
+    """Ollama server version the plan expects; checked at run time when set."""
+    env: dict[str, str] = Field(default_factory=dict)
+    """Server environment, e.g. OLLAMA_NUM_PARALLEL: '8'."""
+    options: dict[str, Scalar] = Field(default_factory=dict)
+    """Request options (num_ctx, seed, ...), merged over the decoding policy."""
+    endpoint: str = DEFAULT_ENDPOINT
+    """Base URL of the running server (a locator)."""
+
+    def check_binding(self, ctx: CheckContext, path: tuple[Any, ...], name: str, model: Any, phase: Any) -> None:
+        """The model needs an ollama tag for every quant the phase runs; an undigested tag is
+        resolved by the server and recorded at run time."""
+        if model.ollama is None:
+            ctx.error(path, "missing-key", f"model {name!r} has no ollama reference, needed by engine kind ollama")
+            return
+        for quant in phase.axes.quants or list(model.ollama.tags)[:1]:
+            if quant not in model.ollama.tags:
+                ctx.error(path, "missing-key", f"model {name!r} has no ollama tag for quant {quant}",
+                          f"add models.{name}.ollama.tags.{quant}")
+            elif quant not in model.ollama.digests:
+                ctx.resolved_at_run.append(f"models.{name}.ollama.tags.{quant} {model.ollama.tags[quant]}")
+
+
+@engine("ollama", config=OllamaEngineConfig, display="Ollama", summary="an Ollama server; tag digests checked or recorded",
+        modes=("sequential", "concurrent"), concurrency=True, quant_variants=True,
+        default_endpoint=DEFAULT_ENDPOINT, health_path="/api/version")
 class OllamaEngine(Engine):
     """An already-running Ollama server (see the module docstring)."""
 
-    name = "ollama"
     version = "1"
-    capabilities = ENGINES["ollama"].capabilities  # declared once, in the catalogue
 
     def __init__(self, endpoint: str, tag: str, *, seed: int = 0, quant: str | None = None,
                  digest: str | None = None, expected_version: str | None = None,
@@ -83,6 +116,8 @@ class OllamaEngine(Engine):
         hint = (f"this adapter talks to a running server and does not start one; start it with `ollama serve`"
                 f"{' (env ' + ' '.join(f'{k}={v}' for k, v in sorted(self.env.items())) + ')' if self.env else ''}"
                 f" and fetch the model with `ollama pull {tag}`")
+        from batchsafe.runtime.engines.http import ServerClient
+
         self.client = ServerClient(endpoint, "Ollama", timeout_s=timeout_s, hint=hint, warm_path="/api/version")
         got = self.client.get("/api/version")
         self.server_version = str(got.get("version")) if isinstance(got, dict) and got.get("version") else None
@@ -199,6 +234,8 @@ class OllamaEngine(Engine):
             return []
         bodies = [self._body(r) for r in reqs]
         calls = [self.client.prepare("POST", "/api/chat", b) for b in bodies]
+        from batchsafe.runtime.engines.http import fan_out, group_timing, sequential
+
         answers = sequential(calls) if mode == "sequential" else fan_out(calls, aligned=True)
         shared = group_timing([t for _, t in answers], mode)
         return [self._result(r, body, {**timing, **shared}, int(b["options"].get("num_predict") or 0))

@@ -59,78 +59,95 @@ from __future__ import annotations
 
 import os
 import re
-import shlex
 import time
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from batchsafe.runtime.engine import ENGINES, Engine, EngineError, GenRequest, GenResult, register
-from batchsafe.runtime.engines.http import HttpStatusError, ServerClient, fan_out, group_timing, sequential
-from batchsafe.runtime.engines.vllm_metrics import RunningSampler
+from pydantic import Field
 
-DEFAULT_ENDPOINT = ENGINES["vllm"].default_endpoint
+from batchsafe.core.strict import IMAGE_PATTERN
+from batchsafe.runtime.engine import Engine, EngineError, GenRequest, GenResult
+from batchsafe.runtime.engines.catalogue import engine
+from batchsafe.runtime.engines.config import CheckContext, EngineConfig, Launch
+from batchsafe.runtime.engines.vllm_support import (VARIANT_ENV_PREFIX, _finish, _flag_value, _tokens,  # noqa: F401
+                                                    _tp_variant, start_command, variant_env_name)
+
+# The HTTP client (httpx) is imported where requests are made, not here: the compiler
+# imports this module for the spec block below, and compiling needs no HTTP.
+
+DEFAULT_ENDPOINT = "http://127.0.0.1:8000"
 NEUTRAL_PENALTIES = {"repetition_penalty": 1.0, "presence_penalty": 0.0, "frequency_penalty": 0.0}
 """Sent with every request so the model's generation_config cannot add a penalty."""
-VARIANT_ENV_PREFIX = "BATCHSAFE_VLLM_ENDPOINT_"
 MAX_RESTARTS = 2
 """Restarts of a launched server that died, per engine instance, before the run stops (resumable)."""
 
 
-def variant_env_name(kernel_id: str) -> str:
-    """The environment variable that points a kernel variant at its own server."""
-    return VARIANT_ENV_PREFIX + re.sub(r"[^A-Z0-9]", "_", kernel_id.upper())
+class VLLMEngineConfig(EngineConfig):
+    """A vLLM OpenAI-compatible server: a digest-pinned container image, or a pinned vLLM
+    version started as a local process."""
+
+    kind: Literal["vllm"]
+    image: Annotated[str | None, Field(pattern=IMAGE_PATTERN, exclude_if=lambda v: v is None,
+                                       description="A container image, pinned as repo@sha256:<digest>.")] = None
+    """Container image; must carry @sha256:<digest> unless compiling with --allow-unpinned
+    (required unless ``launch.kind`` is process)."""
+    version: str | None = Field(None, exclude_if=lambda v: v is None)
+    """vLLM version the server must report on /version (required for process launch: with no
+    image digest it is what pins the engine)."""
+    launch: Launch | None = Field(None, exclude_if=lambda v: v is None)
+    """How the server is obtained; absent means external (an already-running endpoint)."""
+    flags: list[str] = Field(default_factory=list)
+    """Server arguments after --model, e.g. [--max-model-len, '2048', --dtype, float16]."""
+    env: dict[str, str] = Field(default_factory=dict)
+    """Server environment, e.g. VLLM_BATCH_INVARIANT: '0'."""
+    endpoint: str = DEFAULT_ENDPOINT
+    """Base URL of the running server (a locator: not part of the plan's identity)."""
+
+    def check_engine(self, ctx: CheckContext, path: tuple[Any, ...], name: str) -> None:
+        """What pins a vLLM stack: the image digest (external, container) or the vLLM
+        version (process: no image, so the version the server reports is the pin)."""
+        kind = self.launch.kind if self.launch else "external"
+        if kind == "process":
+            if self.version is None:
+                ctx.error(("engines", name), "missing-key", f"engine {name!r} launches a process: it needs version "
+                          "(the vLLM version the server must report)", "e.g. version: \"0.32.0\"")
+            if self.launch is not None and not self.launch.python:
+                ctx.error(("engines", name, "launch"), "missing-key", f"engine {name!r} launches a process: it needs "
+                          "launch.python (the interpreter of the venv vLLM is installed in)")
+            if self.launch is not None and not self.launch.model_dir:
+                ctx.error(("engines", name, "launch"), "missing-key", f"engine {name!r} launches a process: it needs "
+                          "launch.model_dir (the HF model directory to serve)")
+            return
+        if self.image is None:
+            ctx.error(("engines", name), "missing-key", f"engine {name!r} ({kind} launch) needs image (repo@sha256:...)")
+            return
+        ctx.pin(path, f"engines.{name}.image {self.image}", "@sha256:" in self.image)
+
+    def check_phase(self, ctx: CheckContext, path: tuple[Any, ...], phase: Any) -> None:
+        """vLLM serves the HF checkpoint as is: no quantization axis."""
+        if phase.axes.quants:
+            ctx.error(path + ("axes", "quants"), "invalid-value",
+                      "vLLM phases serve the HF checkpoint; quants need ollama or llamacpp")
+
+    def check_binding(self, ctx: CheckContext, path: tuple[Any, ...], name: str, model: Any, phase: Any) -> None:
+        """The model needs an hf reference, pinned by revision (or, for a server batchsafe
+        launches, by the served directory's weights digest)."""
+        if model.hf is None:
+            ctx.error(path, "missing-key", f"model {name!r} has no hf reference, needed by engine kind vllm")
+            return
+        launched = self.launch is not None and self.launch.kind in ("process", "container")
+        ctx.pin(path, f"models.{name}.hf {model.hf.repo} revision",
+                model.hf.revision is not None or (model.hf.weights_sha256 is not None and launched))
 
 
-def start_command(image: str | None, repo: str, revision: str | None, flags: list[str],
-                  env: dict[str, str], endpoint: str) -> str:
-    """A docker command that starts the server the plan expects (for error messages)."""
-    port = re.search(r":(\d+)(?:/|$)", endpoint)
-    parts = ["docker run --gpus all", f"-p {port.group(1) if port else 8000}:8000"]
-    parts += [f"-e {k}={shlex.quote(str(v))}" for k, v in sorted(env.items())]
-    parts += [image or "<vllm image>", "--model", repo]
-    parts += ["--revision", revision] if revision else []
-    return " ".join(parts + [shlex.quote(str(f)) for f in flags])
-
-
-def _flag_value(flags: list[str], name: str) -> str | None:
-    from batchsafe.runtime.launch.vllm_process import flag_value
-
-    return flag_value([str(f) for f in flags], name)
-
-
-def _tp_variant(plan: Any, binding: Any) -> dict[str, Any] | None:
-    """The plan's TP variant of the binding's size (None without a TP axis); EngineError when missing."""
-    size = getattr(binding, "tensor_parallel", None)
-    if size is None:
-        return None
-    from batchsafe.compiler.tensor_parallel import plan_variant
-
-    var = plan_variant(plan, binding.engine, size)
-    if var is None:
-        raise EngineError(f"tensor_parallel {size} is not a size of any phase of engine {binding.engine!r}")
-    return var
-
-
-def _finish(value: Any, where: str) -> str:
-    if value in ("stop", "length"):
-        return value
-    # "abort": the server dropped the request (shutdown, preemption): worth a retry.
-    raise EngineError(f"vLLM {where}: unexpected finish_reason {value!r}", transient=value == "abort")
-
-
-def _tokens(usage: Any, key: str, where: str) -> int:
-    v = (usage or {}).get(key) if isinstance(usage, dict) else None
-    if type(v) is not int or v < 0:
-        raise EngineError(f"vLLM {where}: the answer has no usage.{key} (got {usage!r})")
-    return v
-
-
-@register
+@engine("vllm", config=VLLMEngineConfig, display="vLLM",
+        summary="vLLM's OpenAI-compatible server, external or launched by batchsafe",
+        modes=("sequential", "synchronized", "prompt_list", "concurrent"),
+        true_batching=True, concurrency=True, tensor_parallel=True,
+        default_endpoint=DEFAULT_ENDPOINT, health_path="/v1/models")
 class VLLMEngine(Engine):
     """An already-running vLLM OpenAI-compatible server (see the module docstring)."""
 
-    name = "vllm"
     version = "1"
-    capabilities = ENGINES["vllm"].capabilities  # declared once, in the catalogue
 
     def __init__(self, endpoint: str, hf_repo: str, *, hf_revision: str | None = None, seed: int = 0,
                  config: dict[str, Any] | None = None, kernel: dict[str, Any] | None = None,
@@ -156,6 +173,8 @@ class VLLMEngine(Engine):
 
     def _connect(self, endpoint: str) -> None:
         """Point the client at ``endpoint`` and check the server there is the plan's."""
+        from batchsafe.runtime.engines.http import ServerClient
+
         hint = ("this adapter talks to a running server and does not start containers; start one, e.g. "
                 + start_command(self.config.get("image"), self.hf_repo, self.hf_revision, self.flags, self.env,
                                 endpoint))
@@ -177,6 +196,22 @@ class VLLMEngine(Engine):
         if self.launched is not None:
             self.launched.observed(server_version=self.server_version, served_model=self.served_model,
                                    max_model_len=got_len)
+
+    @classmethod
+    def preflight(cls, plan: Any, engine: str, groups: list[Any]) -> list[str] | None:
+        """What would stop the servers ``engine`` launches (process, container), found before
+        anything starts; None for an external server (preflight probes its endpoint)."""
+        cfg = next(e.config for e in plan.engines if e.name == engine)
+        kind = (cfg.get("launch") or {}).get("kind")
+        if kind == "process":
+            from batchsafe.runtime.launch.vllm_process import launch_problems
+
+            return launch_problems(plan, engine, groups)
+        if kind == "container":
+            from batchsafe.runtime.launch.container import preflight as container_preflight
+
+            return container_preflight(plan, engine, groups)
+        return None
 
     @classmethod
     def from_plan(cls, plan: Any, binding: Any, *, run_dir: Any = None, **kwargs: Any) -> VLLMEngine:
@@ -266,6 +301,8 @@ class VLLMEngine(Engine):
                           f"{' revision ' + self.hf_revision if self.hf_revision else ''}; it serves {found}")
 
     def _server_version(self) -> str | None:
+        from batchsafe.runtime.engines.http import HttpStatusError
+
         try:
             got = self.client.get("/version")
         except HttpStatusError as exc:
@@ -333,6 +370,8 @@ class VLLMEngine(Engine):
         return self._tok_cache[key]
 
     def _prompt_list(self, reqs: list[GenRequest]) -> list[GenResult]:
+        from batchsafe.runtime.engines.http import sequential
+
         if len({(r.max_tokens, r.stop, r.temperature) for r in reqs}) > 1:
             raise EngineError("prompt_list sends one completions call: its requests must share max_tokens and stop")
         t0 = time.perf_counter()
@@ -375,6 +414,8 @@ class VLLMEngine(Engine):
         A transient failure of a launched server that has died restarts the server and is
         re-raised as transient, so the executor retries the whole group on the new one.
         """
+        from batchsafe.runtime.engines.vllm_metrics import RunningSampler
+
         if mode not in self.capabilities.modes:
             raise EngineError(f"vllm engine does not implement dispatch mode {mode!r}")
         reqs = list(requests)
@@ -411,6 +452,8 @@ class VLLMEngine(Engine):
             raise
 
     def _chat_group(self, reqs: list[GenRequest], mode: str) -> list[GenResult]:
+        from batchsafe.runtime.engines.http import fan_out, group_timing, sequential
+
         calls = [self.client.prepare("POST", "/v1/chat/completions",
                                      {"model": self.served_model, "messages": self._messages(r), **self._sampling(r)})
                  for r in reqs]

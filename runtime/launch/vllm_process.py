@@ -298,3 +298,25 @@ def start(plan: Any, engine: str, model: Any, kernel: dict[str, Any] | None, run
           cache_dir: str | None = None, tp: dict[str, Any] | None = None) -> LaunchedServer:
     """Prepare and start the server of one binding (see the module docstring)."""
     return LaunchedServer(prepare(plan, engine, model, kernel, cache_dir, tp), run_dir)
+
+
+def launch_problems(plan: Any, engine: str, groups: list[Any]) -> list[str]:
+    """What would stop the servers ``engine`` launches for ``groups`` (nothing is started)."""
+    models = {m.name: m for m in plan.models}
+    first = next((g for g in groups if g.engine == engine), None)
+    model = models.get(first.model) if first else None
+    if model is None or not model.hf_repo:
+        return [f"engine {engine!r} launches vLLM, which needs a model with an hf reference"]
+    from batchsafe.compiler.tensor_parallel import plan_variant
+
+    # One request per TP size the groups use (a size that does not divide the model's heads
+    # is found here, before any server starts); None stands for no TP axis.
+    sizes = sorted({g.condition.tensor_parallel for g in groups if g.engine == engine}, key=lambda v: v or 0)
+    out: list[str] = []
+    try:
+        for size in sizes:
+            out += [p for p in prepare(plan, engine, model, None, tp=plan_variant(plan, engine, size)).problems()
+                    if p not in out]
+    except LaunchError as exc:
+        return [str(exc)]
+    return out
