@@ -33,10 +33,12 @@ from batchsafe.compiler.plan import Plan, load_plan, plan_from_bytes  # noqa: F4
 from .flips import dump_jsonl, flip_registry, read_scored
 from .identity import read_outputs
 from .plots import render_plots
+from .protocol_plots import render_protocol_plots
 from .records import FlipRow, ScoredSample
 from .report import render_report
 from .scoring import read_timings, score_run, timings_from_bytes
 from .stats import compute_stats
+from .stats.protocol_wiring import alignment_of, with_protocol
 from .targets import evaluate_targets
 from batchsafe.core.atomic import atomic_write
 
@@ -114,16 +116,22 @@ def headline_rows(head: Mapping[str, Any], order: Sequence[str] | None = None) -
 
 def analyze_scored(scored: Sequence[ScoredSample], *, settings: Mapping[str, Any] | None = None,
                    targets: Sequence[Mapping[str, Any]] = (), plan_summary: Mapping[str, Any] | None = None,
-                   title: str = "", phase_order: Sequence[str] | None = None, plots: bool = True) -> AnalysisResult:
-    """Flip registry, statistics, targets, plots and report from scored records."""
+                   title: str = "", phase_order: Sequence[str] | None = None, plots: bool = True,
+                   alignment: Mapping[str, str | None] | None = None) -> AnalysisResult:
+    """Flip registry, statistics, targets, plots and report from scored records.
+
+    ``alignment`` (model -> alignment type) feeds the protocol's Study B; the protocol
+    block is computed only when ``settings`` carries ``protocol``.
+    """
     scored = list(scored)
     flips = flip_registry(scored)
     s = settings_of(settings)
     stats = compute_stats(scored, flips, alpha=s["alpha"], tost_margin=s["tost_margin"], correction=s["correction"])
+    stats = with_protocol(stats, flips, settings, alignment)
     # Round-trip through strict JSON: a NaN anywhere fails here, not when a bundle is written.
     stats = json.loads(json.dumps(stats, sort_keys=True, allow_nan=False))
     tres = evaluate_targets(targets, plan_summary, stats)
-    figures = render_plots(stats) if plots else {}
+    figures = {**render_plots(stats), **render_protocol_plots(stats)} if plots else {}
     order = list(phase_order) if phase_order else list(dict.fromkeys(r.phase for r in scored))
     head = headline(stats, tres)
     report = render_report(stats, tres, title=title, plan_summary=plan_summary, plots=sorted(figures),
@@ -134,6 +142,7 @@ def analyze_scored(scored: Sequence[ScoredSample], *, settings: Mapping[str, Any
 
 def _plan_context(plan: Plan) -> dict[str, Any]:
     return {"settings": plan.analysis, "targets": plan.targets, "plan_summary": plan.summary(),
+            "alignment": alignment_of(plan),
             "title": str(plan.experiment.get("title") or plan.experiment.get("id") or ""),
             "phase_order": [p.id for p in plan.phases]}
 
@@ -244,6 +253,7 @@ def _context_of(spec_or_plan: Plan | str | Path | None) -> dict[str, Any]:
     spec, _ = load_spec(path)
     # A spec gives settings and targets but no plan summary: plan.* targets are not available.
     return {"settings": spec.analysis.model_dump(), "targets": [t.model_dump(exclude_none=True) for t in spec.targets],
+            "alignment": {n: m.alignment for n, m in spec.models.items() if m.alignment},
             "title": spec.experiment.title or spec.experiment.id, "phase_order": [p.id for p in spec.phases]}
 
 

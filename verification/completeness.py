@@ -253,8 +253,10 @@ def _check_plots(ctx: Context, st: Stage, stats: dict[str, Any] | None) -> None:
         # report names the figures it shows, and the statistics stage re-renders the report.
         return
     from batchsafe.analysis.plots import render_plots
+    from batchsafe.analysis.protocol_plots import render_protocol_plots  # none unless the plan asks
 
-    figures = {PLOTS + k.removeprefix("plots/"): v for k, v in render_plots(stats).items()}
+    rendered = {**render_plots(stats), **render_protocol_plots(stats)}
+    figures = {PLOTS + k.removeprefix("plots/"): v for k, v in rendered.items()}
     for name in listed:
         if name not in figures:
             st.fail(f"{name}: no such figure is recomputed from the statistics")

@@ -17,6 +17,7 @@ from batchsafe.analysis.flips import RecordError, dump_jsonl
 from batchsafe.core import layout
 from batchsafe.analysis.records import ScoredSample
 from batchsafe.analysis.scoring import ScoringError, score_run, timings_from_bytes
+from batchsafe.analysis.stats.protocol_wiring import alignment_of
 from batchsafe.compiler.plan import Plan
 
 from .checks import (
@@ -159,7 +160,7 @@ def check_statistics(ctx: Context) -> Stage:
     try:
         res = analyze_scored(ctx.scored, settings=plan.analysis, targets=plan.targets, plan_summary=plan.summary(),
                              title=str(plan.experiment.get("title") or plan.experiment.get("id") or ""),
-                             phase_order=[p.id for p in plan.phases], plots=False)
+                             phase_order=[p.id for p in plan.phases], plots=False, alignment=alignment_of(plan))
     except RecordError as exc:  # e.g. an output byte-identical to its baseline but scored differently
         st.fail(f"{SCORES}: {exc}")
         st.summary = "the scored records are inconsistent: nothing could be recomputed from them"
