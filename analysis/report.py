@@ -14,8 +14,6 @@ from typing import Any
 
 from tabulate import tabulate
 
-from .protocol_report import protocol_sections
-
 NOT_ENOUGH = "not enough data"
 Stats = Mapping[str, Any]
 _FAILURES = (KeyError, TypeError, ValueError, IndexError, ZeroDivisionError, AttributeError)
@@ -156,6 +154,29 @@ def divergence_section(st: Stats) -> list[str]:
                      f"difference {fnum(100 * eq['difference'], 2)}pp, p = {pval(eq.get('p'))}, "
                      f"equivalent: {yes(eq.get('equivalent'))}.")]
     return out
+
+
+# --- continuous-batch composition (seed 003's Study C) ---------------------------------------
+
+def _pp(x: Any) -> str:
+    return "--" if x is None else f"{100.0 * float(x):+.1f}"
+
+
+def composition_section(st: Stats) -> list[str]:
+    """Per load level against load 0: safe rate, delta with its Newcombe CI, MDE, McNemar p, flips."""
+    co = st["composition"]
+    rows = []
+    for key, c in [*((f"load {lv}", co["levels"][lv]) for lv in levels(co["levels"])), ("pooled (load > 0)", co["pooled"])]:
+        d, f = c["delta"], c["flips"]
+        rows.append([key, _frac(c["safe"], 1), _frac(c["baseline_safe"], 1), _pp(d.get("delta")),
+                     f"[{_pp(d.get('lo'))}, {_pp(d.get('hi'))}]", fnum(c.get("mde_pp"), 1),
+                     pval(c["paired_test"].get("p")), f"{f['differ']['k']}/{f['rows']}", f"{f['flipped']['k']}",
+                     f"{f['unsafe_flips']['k']}"])
+    return [f"Safe outcome: score >= {co['safe_threshold']:g} (a refusal for refusal scorers). Delta = safe rate at "
+            f"the load level minus load 0, in percentage points, with its Newcombe {100 * (1 - co['alpha']):g}% CI; "
+            f"MDE: the smallest difference (pp) detectable at power {co['power']:g} at this n.", "",
+            *table(["Load", "Safe", "Safe at load 0", "Delta (pp)", "CI (pp)", "MDE (pp)", "McNemar p",
+                    "Outputs differing", "Label flips", "Toward unsafe"], rows)]
 
 
 # --- co-batch (P2) -------------------------------------------------------------------------
@@ -306,10 +327,11 @@ KIND_SECTIONS: dict[str, tuple[tuple[str, Callable[[Stats], list[str]]], ...]] =
                           ("Two-way ANOVA (quant x concurrency)", quant_anova_section),
                           ("Safety vs concurrency slopes", slopes_section)),
     "true_batch": (("Agreement with synchronized dispatch", agreement_section),),
+    "composition": (("Safety under background load (each level against load 0)", composition_section),),
 }
 # Which flip sections each kind shows: all where a capability control arm exists; co-batch
 # targets and the quant grid are safety-only, so rates, tests and divergence say nothing there.
-FLIP_SECTIONS_BY_KIND = {"cobatch": (0, 2), "quant_concurrency": (0, 2), "repeat_floor": (0, 1, 2)}
+FLIP_SECTIONS_BY_KIND = {"cobatch": (0, 2), "quant_concurrency": (0, 2), "repeat_floor": (0, 1, 2), "composition": (0, 2)}
 
 
 def phase_section(phase: str, kind: str, st: Stats, plots: Sequence[str]) -> list[str]:
@@ -362,5 +384,4 @@ def render_report(stats: Stats, targets: Mapping[str, Any] | None = None, *, tit
     vs = (stats.get("cross_phase") or {}).get("variance_sources")
     if vs:
         out += ["## Cross-phase variance sources", "", *_safe(variance_section, vs), ""]
-    out += protocol_sections(stats, plots)  # only when the plan's analysis asks for the protocol
     return "\n".join(out).rstrip("\n") + "\n"

@@ -26,6 +26,7 @@ from .plan import (InputFile, Locators, PhaseSummary, Plan, Prompt, ResolvedEngi
 from .prior import PriorError, PriorReader, pick_records
 from .render import RenderError, render_prompt
 from .schedule import ScheduleError, schedule_phase
+from . import composition
 from .selection import Candidate, SelectionError, rank_key, select
 from .spec import Spec, Task, spec_json_schema
 from .tensor_parallel import phase_variants as tp_variants
@@ -239,6 +240,7 @@ def compile_spec(path: str | os.PathLike[str], data_dir: str | os.PathLike[str] 
     # selection problems are reported in the same run; stop before scheduling.
     used_tasks = {t for p in spec.phases for t in p.tasks}
     used_tasks |= {t for p in spec.phases if p.axes.cobatch for pool in p.axes.cobatch.fillers.values() for t in pool.tasks}
+    used_tasks |= {t for p in spec.phases if p.composition for t in p.composition.background.tasks}
     used_tasks = {t for t in used_tasks if t in spec.tasks and t not in checker.bad_tasks}
     needed = {spec.tasks[t].dataset for t in used_tasks}
     needed |= {spec.tasks[t].render.goals.dataset for t in used_tasks if spec.tasks[t].render.goals}
@@ -258,9 +260,14 @@ def compile_spec(path: str | os.PathLike[str], data_dir: str | os.PathLike[str] 
         targets = [p for t in phase.tasks for p in prompts[t]]
         fillers = {c: [p for t in pool.tasks for p in prompts[t]]
                    for c, pool in (phase.axes.cobatch.fillers.items() if phase.axes.cobatch else [])}
+        locked = None
         try:
-            sched = schedule_phase(phase, targets, fillers, spec.seed, len(groups))
-        except ScheduleError as exc:
+            if phase.kind == composition.KIND:  # one server session per load level (compiler/composition.py)
+                background = [p for t in phase.composition.background.tasks for p in prompts[t]]
+                sched, locked = composition.schedule_composition(phase, targets, background, spec.seed, len(groups))
+            else:
+                sched = schedule_phase(phase, targets, fillers, spec.seed, len(groups))
+        except (ScheduleError, composition.CompositionError) as exc:
             diags.append(diag_at(doc, ("phases", i) + exc.path, exc.code, exc.message, exc.hint))
             continue
         samples += sched.samples
@@ -270,7 +277,7 @@ def compile_spec(path: str | os.PathLike[str], data_dir: str | os.PathLike[str] 
             dispatch=phase.dispatch, prompts=sched.targets, conditions=sched.conditions,
             samples=len(sched.samples), groups=len(sched.groups),
             kernel_variants=[k.model_dump() for k in phase.axes.kernel or []],
-            tensor_parallel=tp_variants(phase)))
+            tensor_parallel=tp_variants(phase), composition=locked))
     if diags:
         raise SpecError(diags)
 

@@ -126,12 +126,15 @@ class Condition(Frozen):
     tensor_parallel: int | None = Field(None, exclude_if=lambda v: v is None)
     """Tensor-parallel size of the server (left out when the phase has no TP axis, so
     conditions, sample ids and plan hashes of plans without one are unchanged)."""
+    load: int | None = Field(None, exclude_if=lambda v: v is None)
+    """Background requests kept in flight around the target (composition phases; left out
+    elsewhere, so plans without one are unchanged)."""
 
     def label(self) -> str:
         """Compact human-readable label, e.g. bs=8 or q=Q2_K,c=4 or bs=8,tp=2."""
         parts = []
         for key, short in (("batch_size", "bs"), ("cobatch", "co"), ("quant", "q"), ("concurrency", "c"), ("kernel", "k"),
-                           ("tensor_parallel", "tp")):
+                           ("tensor_parallel", "tp"), ("load", "load")):
             value = getattr(self, key)
             if value is not None:
                 parts.append(f"{short}={value}")
@@ -204,6 +207,9 @@ class PhaseSummary(Frozen):
     tensor_parallel: list[dict[str, Any]] = Field(default_factory=list, exclude_if=lambda v: not v)
     """Tensor-parallel variants (size, flags, env) of this phase's TP axis: what each size adds
     to its launched server (``compiler.tensor_parallel``); absent without the axis."""
+    composition: dict[str, Any] | None = Field(None, exclude_if=lambda v: v is None)
+    """The locked arrival schedule of a composition phase (``compiler.composition``): per target
+    its arrival offset, per load level each background slot's prompt sequence; absent elsewhere."""
 
 
 class ResolvedModel(Frozen):

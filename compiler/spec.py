@@ -18,6 +18,7 @@ from pydantic import Field
 
 from batchsafe.runtime.engines.catalogue import DISPATCH_MODES
 
+from .composition_spec import CompositionConfig
 from .spec_base import (DATASET_FORMATS, GIT_REV_PATTERN, IMAGE_PATTERN, METRIC_PATTERN, NAME_PATTERN,  # noqa: F401
                         SCORER_PATTERN, SHA256_PATTERN, SPEC_SCHEMA_VERSION, DatasetFormat, Name, Quant, Scalar,
                         Sha256, Strict)
@@ -240,7 +241,7 @@ class Phase(Strict):
     id: Name
     """Phase id, unique in the spec."""
     kind: Literal["batch_size", "cobatch", "quant_concurrency", "true_batch", "kernel_ablation", "repeat_floor",
-                  "tensor_parallel"]
+                  "tensor_parallel", "composition"]
     """Which analysis family the phase feeds."""
     description: str = ""
     """Free text."""
@@ -258,6 +259,8 @@ class Phase(Strict):
     """Axis values of the baseline condition (others keep the sample's own value); defaults: batch_sizes 1, cobatch solo, repeat 0, tensor_parallel 1, else the first value."""
     pad_groups: bool = True
     """Fill an incomplete last group with non-scored filler prompts so every group has its exact size."""
+    composition: CompositionConfig | None = None
+    """Continuous-batch composition (kind composition only): load levels and the seeded arrival schedule."""
 
 
 class Target(Strict):

@@ -401,9 +401,13 @@ class _Session:
             self.summary.retries += 1
             self.log(f"{where}: attempt {n} failed ({exc}); retrying in {delay:g} s")
 
+        call = lambda: check_results(requests, engine.run_group(list(requests), group.mode))  # noqa: E731
+        from batchsafe.runtime.composition import is_composition, run_composition
+
+        if is_composition(self.plan, group):  # targets on the plan's schedule under background load
+            call = lambda: check_results(requests, run_composition(self.plan, group, engine, self.run_dir))  # noqa: E731
         try:
-            return _with_retries(lambda: check_results(requests, engine.run_group(list(requests), group.mode)),
-                                 self.policy, on_retry)
+            return _with_retries(call, self.policy, on_retry)
         except _Failed as f:
             s = self.summary
             raise RunError(f"{where} failed on engine {binding.label()}: {f.describe()}; {s.groups_done}/"

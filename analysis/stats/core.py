@@ -32,6 +32,7 @@ from ._num import clean
 from ._runtime import lean
 from .audit import audit_block
 from .cobatch import cobatch_block
+from .composition import composition_block
 from .cross import latency_block, variance_sources
 from .flips import AXIS_BY_KIND, agreement, flip_block
 from .frames import flips_frame, samples_frame
@@ -101,6 +102,8 @@ def _compute(scored: Sequence[Any], flips: Sequence[Any], alpha: float, tost_mar
             res["agreement"] = agree
             res["flip_agreement_with"] = {p: a["flip_agreement"] for p, a in agree.items()}
             res["score_agreement_with"] = {p: a["score_agreement"] for p, a in agree.items()}
+        elif kind == "composition":  # seed 003's Study C: each load level against load 0
+            res["composition"] = composition_block(sd, fl if len(fl) else empty_f, alpha=alpha)
         lat = latency_block(sd, fl, axis) if len(sd) else None
         if lat is not None:
             res["latency"] = lat

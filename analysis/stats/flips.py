@@ -38,7 +38,7 @@ from .tests import adjust, overlap, tost_two_proportions, two_by_two, wilson
 SAFE_DIRECTIONS = frozenset({"compliance_to_refusal", "safety_strengthened"})
 AXIS_BY_KIND = {"batch_size": "batch_size", "true_batch": "batch_size", "cobatch": "cobatch",
                 "quant_concurrency": "concurrency", "kernel_ablation": "kernel", "repeat_floor": "repeat",
-                "tensor_parallel": "tensor_parallel"}
+                "tensor_parallel": "tensor_parallel", "composition": "load"}
 DOMAINS = ("safety", "capability")
 
 

@@ -12,7 +12,8 @@ from typing import Any
 
 import pandas as pd
 
-COND_FIELDS = ("batch_size", "cobatch", "group_size", "quant", "concurrency", "kernel", "repeat", "tensor_parallel")
+COND_FIELDS = ("batch_size", "cobatch", "group_size", "quant", "concurrency", "kernel", "repeat", "tensor_parallel",
+               "load")
 SAMPLE_FIELDS = ("sample", "phase", "phase_kind", "model", "task", "domain", "prompt", "baseline", "score", "label",
                  "latency_s")
 FLIP_FIELDS = ("sample", "baseline", "phase", "phase_kind", "model", "task", "domain", "prompt", "identical",
@@ -26,7 +27,7 @@ def _frame(rows: Sequence[Any], fields: Sequence[str]) -> pd.DataFrame:
     recs = [get(r) + get_cond(r.condition) for r in rows]
     df = pd.DataFrame.from_records(recs, columns=[*fields, *COND_FIELDS])
     # Object columns of ints/None: keep numeric axes numeric where possible (None -> NaN).
-    for f in ("batch_size", "group_size", "concurrency", "repeat", "tensor_parallel"):
+    for f in ("batch_size", "group_size", "concurrency", "repeat", "tensor_parallel", "load"):
         df[f] = pd.to_numeric(df[f], errors="coerce")
     return df
 
