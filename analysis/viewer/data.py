@@ -103,7 +103,8 @@ def cond_label(c: Any) -> str:
     if not isinstance(c, dict):
         return str(c)
     parts = [f"{short}={c[key]}" for key, short in (("batch_size", "bs"), ("cobatch", "co"), ("quant", "q"),
-                                                   ("concurrency", "c"), ("kernel", "k")) if c.get(key) is not None]
+                                                   ("concurrency", "c"), ("kernel", "k"), ("load", "load"))
+             if c.get(key) is not None]
     if c.get("repeat"):
         parts.append(f"r={c['repeat']}")
     return ",".join(parts) or "default"
