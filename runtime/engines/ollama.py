@@ -135,7 +135,7 @@ class OllamaEngine(Engine):
                               f"the plan uses it for {quant}")
 
     @classmethod
-    def from_plan(cls, plan: Any, binding: Any, **kwargs: Any) -> OllamaEngine:
+    def from_plan(cls, plan: Any, binding: Any, *, run_dir: Any = None, **kwargs: Any) -> OllamaEngine:
         """The engine of ``binding``: the tag (and pinned digest) of its quant, the plan's
         endpoint, expected version, env and options."""
         eng = next((e for e in plan.engines if e.name == binding.engine), None)
