@@ -277,13 +277,15 @@ def _bg_request(plan: Plan, prompts: dict[str, Any], pid: str) -> tuple[str, Gen
 
 
 def summarize(targets: list[dict[str, Any]], level: int) -> dict[str, Any]:
-    """Co-residency summary of one session: mean background in flight at target submission, and
-    the share of targets that had the full load (``level``) in flight when submitted."""
+    """Co-residency summary of one session: mean background requests and other targets in flight at
+    target submission, and the share of targets that had the full load (``level``) in flight then."""
     n = len(targets)
     bg = [t["in_flight_at_submit"]["background"] for t in targets]
     server = [t.get("server_running_at_submit") for t in targets if t.get("server_running_at_submit") is not None]
+    others = [t["in_flight_at_submit"].get("targets", 0) for t in targets]
     return {"targets": n, "load": level,
             "mean_background_at_submit": (sum(bg) / n) if n else None,
+            "mean_other_targets_at_submit": (sum(others) / n) if n else None,
             "full_load_at_submit": (sum(b >= level for b in bg) / n) if n else None,
             "mean_server_running_at_submit": (sum(server) / len(server)) if server else None,
             "max_lateness_s": max((t["lateness_s"] for t in targets), default=None)}

@@ -133,7 +133,8 @@ def test_tracker_counts_and_summary() -> None:
     assert tr.finish("b0") == {"targets": 2, "background": 1}
     assert tr.finish("t0") == {"targets": 1, "background": 1}
     assert tr.max_seen["t0"] == {"targets": 1, "background": 2}
-    s = summarize([{"in_flight_at_submit": {"background": 2}, "lateness_s": 0.1},
-                   {"in_flight_at_submit": {"background": 1}, "lateness_s": 0.3}], 2)
+    s = summarize([{"in_flight_at_submit": {"background": 2, "targets": 1}, "lateness_s": 0.1},
+                   {"in_flight_at_submit": {"background": 1, "targets": 0}, "lateness_s": 0.3}], 2)
     assert s["mean_background_at_submit"] == 1.5 and s["full_load_at_submit"] == 0.5 and s["max_lateness_s"] == 0.3
+    assert s["mean_other_targets_at_submit"] == 0.5
     assert summarize([], 4)["mean_background_at_submit"] is None
