@@ -14,6 +14,8 @@ from __future__ import annotations
 from batchsafe.core.errors import BatchsafeError
 
 import json
+
+import orjson
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -73,11 +75,19 @@ def read_timings(path: Path) -> dict[str, float]:
 def timings_from_bytes(raw: bytes, out: dict[str, float] | None = None) -> dict[str, float]:
     """:func:`read_timings` over the bytes of a timings log."""
     out = {} if out is None else out
-    for line in raw.splitlines():
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
+    lines = raw.splitlines()
+    try:  # one orjson call for a clean log (per-line json.loads was 0.1 s at 15k groups)
+        bulk = orjson.loads(b"[" + b",".join(lines) + b"]")
+    except orjson.JSONDecodeError:  # a torn or blank line, NaN, a huge int: line by line, as before
+        bulk = None
+    if bulk is None or len(bulk) != len(lines):
+        bulk = []
+        for line in lines:
+            try:
+                bulk.append(json.loads(line))
+            except ValueError:
+                continue
+    for rec in bulk:
         if isinstance(rec, dict) and isinstance(rec.get("group"), str) and isinstance(rec.get("wall_s"), (int, float)):
             out[rec["group"]] = float(rec["wall_s"])
     return out

@@ -33,6 +33,15 @@ def canonical_bytes(obj: Any) -> bytes:
 # an exponent below 1e-4 and from 1e16, where orjson writes 0.00001 or 1e-7 (bytes that
 # only look like one, inside a string, merely send the value down the slow path).
 _MAYBE_EXP_FLOAT = re.compile(rb"(?:^|[:,\[])-?(?:[0-9]+(?:\.[0-9]+)?[eE][-+]?[0-9]+|0\.0000[0-9]*)(?=[,\]}]|$)")
+# The same token after a delimiter: a pattern that starts with a character class is scanned
+# in C from candidate to candidate (3x faster on a 16 MB plan than the ``^`` alternation,
+# which the regex engine tries at every byte); ``_MAYBE_EXP_FLOAT.match`` covers position 0.
+_EXP_FLOAT_AFTER_DELIM = re.compile(rb"[:,\[]-?(?:[0-9]+(?:\.[0-9]+)?[eE][-+]?[0-9]+|0\.0000[0-9]*)(?=[,\]}]|$)")
+
+
+def maybe_exp_float(dumped: bytes) -> bool:
+    """Whether orjson's dump ``dumped`` may hold a number token that Python spells differently."""
+    return bool(_EXP_FLOAT_AFTER_DELIM.search(dumped) or _MAYBE_EXP_FLOAT.match(dumped))
 
 
 def canonical_bytes_of_parsed(obj: Any) -> bytes:
@@ -40,13 +49,16 @@ def canonical_bytes_of_parsed(obj: Any) -> bytes:
 
     orjson's sorted dump equals the canonical one for such values (same key order, string
     escapes and non-exponent floats); the rest go through ``canonical_bytes``. Only for
-    parsed JSON: orjson would write NaN as null and serialise types json refuses.
+    parsed JSON or a pydantic ``model_dump(mode="json")`` of models without float-typed
+    fields (it writes NaN and infinities inside ``Any`` values as null, and int keys as
+    strings): orjson would write NaN as null where json refuses it, and serialise types
+    json refuses.
     """
     try:
         fast = orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
     except orjson.JSONEncodeError:  # ints over 64 bits, lone surrogates
         return canonical_bytes(obj)
-    if _MAYBE_EXP_FLOAT.search(fast):
+    if maybe_exp_float(fast):
         return canonical_bytes(obj)
     return fast + b"\n"
 
