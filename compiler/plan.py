@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from batchsafe.core import layout
 from batchsafe.core.artifact import artifact, check_version
 from batchsafe.runtime.engines.catalogue import DISPATCH_MODES
-from batchsafe.core.canonical import canonical_bytes, canonical_bytes_of_parsed, hash_obj, sha256_tag
+from batchsafe.core.canonical import canonical_bytes, canonical_bytes_of_parsed, sha256_tag
 
 PLAN_SCHEMA_VERSION = 1
 
