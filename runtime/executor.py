@@ -40,6 +40,7 @@ from batchsafe.core.errors import EXIT_FAIL, EXIT_INTERRUPTED, EXIT_USAGE, Batch
 from batchsafe.runtime import journal as jr
 from batchsafe.runtime.bindings import (Binding, binding_for, build_requests, check_results, default_engine_factory,
                               group_records, warmup_requests)
+from batchsafe.runtime.composition import is_composition, run_composition
 from batchsafe.runtime.engine import Engine, EngineError, GenResult
 
 
@@ -402,8 +403,6 @@ class _Session:
             self.log(f"{where}: attempt {n} failed ({exc}); retrying in {delay:g} s")
 
         call = lambda: check_results(requests, engine.run_group(list(requests), group.mode))  # noqa: E731
-        from batchsafe.runtime.composition import is_composition, run_composition
-
         if is_composition(self.plan, group):  # targets on the plan's schedule under background load
             call = lambda: check_results(requests, run_composition(self.plan, group, engine, self.run_dir))  # noqa: E731
         try:

@@ -418,6 +418,9 @@ def test_second_ctrl_c_abandons_current_group(small_file, small, tmp_path, refer
     out = tmp_path / "run"
     p = _runner(small_file, out, sleep=1.5)  # each group takes 1.5 s: the second Ctrl-C cuts one short
     _wait_lines(out, 1, p, timeout=30)
+    # Let group 2 start: a first Ctrl-C landing between group 1's journal line and group 2's
+    # start ends the run cleanly at that boundary, and the second then finds no group to cut.
+    time.sleep(0.4)
     p.send_signal(signal.SIGINT)
     time.sleep(0.2)
     p.send_signal(signal.SIGINT)
