@@ -38,6 +38,7 @@ from batchsafe.core import layout
 
 from .analyze import outputs_from_bytes
 from .flips import RecordError, dump_jsonl, read_flips, read_scored
+from .protocol_adjudication import protocol_adjudication
 from .records import UNSAFE_DIRECTIONS, FlipRow
 from batchsafe.core.atomic import atomic_write
 
@@ -303,7 +304,11 @@ def import_labels(store, parent_ref: str, csv_paths: list[Path], *,
     from batchsafe.analysis.analyze import plan_from_bytes
     from batchsafe.bundles.provenance import with_provenance  # the parent's statement lists the parent's files
 
-    files = with_provenance(files, plan_from_bytes(src.read(layout.PLAN)), kind=KIND, parent=bid)
+    plan = plan_from_bytes(src.read(layout.PLAN))
+    corrected = protocol_adjudication(plan.analysis, records, flips)  # seed 003's corrected rates, when asked for
+    if corrected is not None:
+        files[layout.ADJ_PROTOCOL] = canonical_bytes(corrected)
+    files = with_provenance(files, plan, kind=KIND, parent=bid)
     child = store.write_bundle(files, kind=KIND, parent=bid)
     return ImportResult(child_id=child, parent_id=bid, records=records, summary=summary, report=report,
                         files_read=len(csv_paths), rows_read=rows_read, skipped_empty=skipped, duplicates=dups)

@@ -93,14 +93,25 @@ def study_b_section(b: Stats) -> list[str]:
 
 
 def study_c_section(c: Stats) -> list[str]:
-    """Composition: aggregate effect and its sensitivity per phase."""
-    rows = []
+    """Composition: aggregate effect and its sensitivity per phase (pooled load > 0 vs load 0 where measured)."""
+    rows, pooled = [], []
     for p, st in c["by_phase"].items():
+        po = (st.get("composition") or {}).get("pooled")
+        if po:
+            d = po.get("delta") or {}
+            pooled.append([p, _frac(po.get("safe")), _frac(po.get("baseline_safe")), _f(d.get("delta"), 4),
+                           _ci(d.get("lo"), d.get("hi"), 4), _f(po.get("mde_pp"), 1),
+                           _f((po.get("paired_test") or {}).get("p"), 4)])
+            continue
         fr, eq = st.get("flip_rate") or {}, ((st.get("equivalence") or {}).get("overall") or {})
         power = (st.get("power") or {}).get("safety_vs_capability") or (st.get("power") or {}).get("one_sample_safety") or {}
         rows.append([p, st.get("kind", "--"), _pct(fr.get("safety")), _pct(fr.get("capability")),
                      _f(eq.get("p"), 4) if eq else "--", _f(power.get("mde_pp"), 1)])
-    return _table(["Phase", "Kind", "Safety flip rate", "Capability flip rate", "TOST p", "MDE (pp)"], rows)
+    out = _table(["Phase", "Kind", "Safety flip rate", "Capability flip rate", "TOST p", "MDE (pp)"], rows) if rows else []
+    if pooled:
+        out += ([""] if out else []) + _table(["Phase", "Safe under load", "Safe at load 0", "Delta", "CI", "MDE (pp)",
+                                               "McNemar p"], pooled)
+    return out
 
 
 def study_d_section(d: Stats) -> list[str]:

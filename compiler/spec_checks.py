@@ -24,6 +24,7 @@ from typing import Any
 from .diagnostics import Diagnostic, did_you_mean, join_names, show_value
 from .schedule import axis_values
 from .spec import Spec
+from .spec_protocol_checks import protocol_checks
 from .yamlspec import LocatedDoc, diag_at
 
 __all__ = ["spec_only_checks", "SEED_LIMIT", "INT64_LIMIT", "ENGINE_INT_LIMIT", "STATS_RESERVED", "PLAN_SUMMARY_KEYS"]
@@ -53,6 +54,7 @@ def spec_only_checks(spec: Spec, doc: LocatedDoc) -> list[Diagnostic]:
     _data_paths(spec, doc, out)
     _targets(spec, doc, out)
     _integers(doc, doc.data, (), out)
+    out += protocol_checks(spec, doc)
     return out
 
 
@@ -129,7 +131,9 @@ def _targets(spec: Spec, doc: LocatedDoc, out: list[Diagnostic]) -> None:
             elif segs[1] == "phases" and len(segs) > 2 and segs[2] not in phases:
                 out.append(_no_phase(doc, at, t.metric, segs[2], phases))
         elif segs[0] == "stats" and len(segs) > 1:
-            if segs[1] not in phases and segs[1] not in STATS_RESERVED:
+            # stats.protocol exists only when the spec sets analysis.protocol (analysis.stats.protocol_wiring).
+            if segs[1] not in phases and segs[1] not in STATS_RESERVED and not (segs[1] == "protocol"
+                                                                                 and spec.analysis.protocol):
                 out.append(_no_phase(doc, at, t.metric, segs[1], phases))
             for a, b in zip(segs[1:], segs[2:]):
                 if a in _PHASE_AFTER and b not in phases:

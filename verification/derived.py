@@ -5,7 +5,8 @@
   the rescoring stage); the summary's counts follow from the rows and the registry; when
   the parent bundle is at hand (same store), the rows are exactly the samples whose label
   or score differs from the parent's scores, with the parent's old values.
-* **Adjudication** (``adjudication/labels.jsonl``, ``summary.json``, ``report.md``): the
+* **Adjudication** (``adjudication/labels.jsonl``, ``summary.json``, ``report.md``, and ``protocol.json``
+  when the plan sets ``analysis.protocol``: seed 003's corrected rates, recomputed too): the
   summary and report are recomputed from the labels and the flip registry (kappa included).
 
 Derived files that are present but cannot be checked are a FAIL, not a silent pass.
@@ -26,7 +27,7 @@ from .recheck import numeric_diffs
 from .report import Stage
 
 AUDIT_ROWS, AUDIT_SUMMARY = layout.RESCORE_AUDIT, layout.RESCORE_AUDIT_SUMMARY
-LABELS, ADJ_SUMMARY, ADJ_REPORT = layout.ADJ_LABELS, layout.ADJ_SUMMARY, layout.ADJ_REPORT
+LABELS, ADJ_SUMMARY, ADJ_REPORT, ADJ_PROTOCOL = layout.ADJ_LABELS, layout.ADJ_SUMMARY, layout.ADJ_REPORT, layout.ADJ_PROTOCOL
 
 
 def _parent_scores(ctx: Context, st: Stage) -> dict[str, Any] | None:
@@ -124,7 +125,24 @@ def check_adjudication(ctx: Context, st: Stage) -> str:
         st.fail(f"{ADJ_SUMMARY}: {d}")
     if ctx.src.read(ADJ_REPORT).decode("utf-8", "replace") != render_report(summary):
         st.fail(f"{ADJ_REPORT}: does not match the report rendered from {LABELS}")
+    _check_protocol_rates(ctx, st, records, flips)
     return f"adjudication summary and report recomputed from {len(records)} labels"
+
+
+def _check_protocol_rates(ctx: Context, st: Stage, records: Any, flips: Any) -> None:
+    """adjudication/protocol.json (seed 003's corrected rates): present exactly when the plan asks, and recomputed."""
+    from batchsafe.analysis.protocol_adjudication import protocol_adjudication
+
+    want = protocol_adjudication(ctx.plan.analysis, records, flips) if ctx.plan is not None else None
+    if want is None:
+        if ctx.src.has(ADJ_PROTOCOL):
+            st.fail(f"{ADJ_PROTOCOL}: present, but the plan sets no analysis.protocol discovery phases")
+        return
+    if not ctx.usable(ADJ_PROTOCOL):
+        st.fail(f"{ADJ_PROTOCOL}: missing or damaged; the plan's analysis.protocol asks for the corrected rates")
+        return
+    for d in numeric_diffs(orjson.loads(ctx.src.read(ADJ_PROTOCOL)), want):
+        st.fail(f"{ADJ_PROTOCOL}: {d}")
 
 
 def check_derived(ctx: Context) -> Stage | None:

@@ -15,7 +15,9 @@ Computed only when the plan's ``analysis.protocol`` names the studies' phases (s
   parity (pooled safety / capability flip rate); ANOVA and Kruskal-Wallis of fragility by
   alignment. Models with no safety rows have no fragility and are left out (listed).
 - **Study C** (``composition`` phases): each phase's aggregate flip rates, TOST
-  equivalence and minimum detectable effect, as its phase statistics computed them.
+  equivalence and minimum detectable effect, and for composition phases the pooled
+  load-vs-no-load delta (Newcombe CI, McNemar p, MDE), as its phase statistics computed
+  them (``stats.composition``): the protocol copies them, it does not recompute them.
 - **Study D** (``ablation`` phases): flipped rows per kernel variant (all rows and safety
   rows) and Fisher exact tests between variants.
 """
@@ -36,7 +38,7 @@ from .tests import two_by_two
 KEY = "protocol"
 """The top-level stats.json key (a phase may not be named so)."""
 STUDIES = ("discovery", "cross_model", "composition", "ablation")
-COMPOSITION_KEYS = ("kind", "n_samples", "n_flip_rows", "flip_counts", "flip_rate", "equivalence", "power")
+COMPOSITION_KEYS = ("kind", "n_samples", "n_flip_rows", "flip_counts", "flip_rate", "equivalence", "power", "composition")
 
 
 def _domain_counts(fl: pd.DataFrame) -> dict[str, dict[str, Any]]:

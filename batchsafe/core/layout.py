@@ -59,6 +59,8 @@ ADJ_SUMMARY = "adjudication/summary.json"
 """Agreement (Cohen's / Fleiss' kappa) and per-sample outcome."""
 ADJ_REPORT = "adjudication/report.md"
 """The adjudication report."""
+ADJ_PROTOCOL = "adjudication/protocol.json"
+"""Seed 003's adjudication-corrected rates (only when the parent's plan sets analysis.protocol)."""
 
 # -- the store: ``<root>/objects/ab/abcd...`` and ``<root>/bundles/<hex>/manifest.json`` --
 MANIFEST = "manifest.json"
