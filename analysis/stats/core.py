@@ -11,7 +11,9 @@ Layout (phase ids are the plan's, e.g. ``p1_batch_size``):
   ``quant_concurrency`` -> :mod:`.quant` keys (grid, anova{overall, per_model, quant,
   concurrency, interaction}, slopes, score_equivalence); ``true_batch`` ->
   ``flip_agreement_with``/``score_agreement_with`` {batch_size phase id: share} and
-  ``agreement`` (cells); ``latency`` when samples carry latency_s;
+  ``agreement`` (cells); ``composition`` -> ``composition`` (:mod:`.composition`: each load
+  level and the pooled levels against load 0: delta with its Newcombe CI, McNemar, MDE, flips);
+  ``latency`` when samples carry latency_s;
 - ``audit``: :mod:`.audit` over the batch_size and true_batch flip rows;
 - ``cross_phase``: ``variance_sources``.
 
