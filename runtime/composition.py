@@ -200,6 +200,7 @@ def run_composition(plan: Plan, group: Group, engine: Engine, run_dir: Path | No
                 res = send(req)
             except BaseException as exc:  # recorded and re-raised by the session
                 errors.append(exc)
+                stop.set()  # wakes targets still waiting for their offset: the session is lost
                 return
             finally:
                 tracker.finish(key)
@@ -222,6 +223,7 @@ def run_composition(plan: Plan, group: Group, engine: Engine, run_dir: Path | No
             res = send(req)
         except BaseException as exc:
             errors.append(exc)
+            stop.set()
             return
         finally:
             fin = tracker.finish(req.key)

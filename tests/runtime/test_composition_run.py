@@ -138,3 +138,29 @@ def test_tracker_counts_and_summary() -> None:
     assert s["mean_background_at_submit"] == 1.5 and s["full_load_at_submit"] == 0.5 and s["max_lateness_s"] == 0.3
     assert s["mean_other_targets_at_submit"] == 0.5
     assert summarize([], 4)["mean_background_at_submit"] is None
+
+
+def test_failures_inside_a_session_retry_or_stop_it_whole(plan, tmp_path) -> None:
+    from batchsafe.runtime.executor import RetryPolicy, RunError
+
+    loaded = next(g for g in plan.groups if g.condition.load == 2)
+    target = loaded.members[-1].sample
+    fast = RetryPolicy(sleep=lambda s: None)
+    # A transient failure of one target: the whole session is run again, once recorded.
+    out = tmp_path / "transient"
+    s = run_plan(plan, out, engine_factory=fakes.FakeFactory(sleep_s=0.01, transient={target: 1}), progress=False,
+                 retry=fast)
+    assert s.complete and s.retries == 1
+    assert [r["load"] for r in lines(out / VOLATILE_FILE)] == [0, 2]
+    # A permanent failure of a background request stops the run before the group is journaled.
+    out = tmp_path / "permanent"
+    bg_key = f"background:{loaded.id}:1:0"
+    t0 = time.monotonic()
+    with pytest.raises(RunError, match="injected permanent failure"):
+        run_plan(plan, out, engine_factory=fakes.FakeFactory(sleep_s=0.01, permanent={bg_key}), progress=False,
+                 retry=fast)
+    assert time.monotonic() - t0 < 30  # waiting targets are woken, not left to their offsets
+    assert (out / "journal.jsonl").read_bytes().count(b"\n") == 1
+    assert [r["load"] for r in lines(out / VOLATILE_FILE)] == [0]
+    s = run_plan(plan, out, resume=True, engine_factory=fakes.FakeFactory(sleep_s=0.01), progress=False)
+    assert s.complete and len(lines(out / "outputs" / "samples.jsonl")) == len(plan.samples)
