@@ -336,6 +336,9 @@ class TransformersEngine(Engine):
                       "mkldnn": torch.backends.mkldnn.is_available(), "debug": torch.version.debug,
                       "deterministic_algorithms": torch.are_deterministic_algorithms_enabled()},
             "dtype": self.dtype, "param_dtype": str(next(self.model.parameters()).dtype).replace("torch.", ""),
+            # transformers keeps a GGUF quantizer object and may warn of packed kernels; what computes is here.
+            "weight_modules": sorted({type(m).__name__ for m in self.model.modules() if "weight" in m._parameters}),
+            "quantizer": type(getattr(self.model, "hf_quantizer", None)).__name__,
             "attn_implementation": self.model.config._attn_implementation,
             "model": {"sha256": self.model_sha256, "source": str(self.source), "gguf_file": self.gguf_file,
                       "class": type(self.model).__name__, "model_type": self.model.config.model_type,
