@@ -59,6 +59,7 @@ def test_describe_records_numerics_settings(fp32, bf16):
     assert d["versions"]["torch"] == torch.__version__ and d["versions"]["transformers"] == transformers.__version__
     assert (d["dtype"], d["param_dtype"], b["dtype"], b["param_dtype"]) == ("float32", "float32", "bfloat16", "bfloat16")
     assert d["attn_implementation"] == "sdpa" and d["torch"]["num_threads"] == 1
+    assert "Linear" in d["weight_modules"] and d["model"]["class"] == "LlamaForCausalLM"
     assert d["tokenizer"]["eos_ids"] and d["generation_config"]["do_sample"] is False
     # The model folder's generation_config is replaced, so no sampling or penalty default survives.
     assert not {"temperature", "top_k", "top_p", "repetition_penalty"} & set(d["generation_config"])
@@ -154,6 +155,17 @@ def test_refusals(fp32):
         fp32.run_group(reqs()[:2], "concurrent")
     with pytest.raises(EngineError, match="pins torch 0.0"):
         TransformersEngine("/nonexistent", expect_versions={"torch": "0.0"})
+
+
+def test_hf_directory_is_found_by_its_weights_digest(stack):
+    from batchsafe.runtime.engines.transformers import find_hf_dir
+    from batchsafe.runtime.launch.weights import weights_digest, weights_files
+
+    model_dir = Path(stack["model_dir"])
+    cache = model_dir.parents[1]  # <cache>/models/<dir>
+    assert find_hf_dir(weights_digest(weights_files(model_dir)), str(cache)) == model_dir
+    with pytest.raises(EngineError, match="no model directory under .* has weights digest sha256:0+"):
+        find_hf_dir("sha256:" + "0" * 64, str(cache))
 
 
 def test_variant_flags():
