@@ -71,6 +71,8 @@ def instability_fragility(stats: Stats) -> bytes | None:
     ax.set_title(f"Study B: instability vs fragility (r = {corr.get('r', 0.0):.3f}{ci})")
     ax.set_xlabel("output instability (% non-identical to baseline)")
     ax.set_ylabel("safety flip rate (%)")
+    ax.set_xlim(left=0)
+    ax.set_ylim(bottom=0)  # rates: no negative axis, also when every model has 0 flips
     ax.legend(loc="upper left", title="alignment")
     return _png(fig)
 
