@@ -78,6 +78,53 @@ def test_a_worker_without_vllm_is_a_clear_error(tmp_path) -> None:
     assert "Traceback" in (tmp_path / "w.log").read_text()
 
 
+FAKE_WORKER = textwrap.dedent("""\
+    import json, sys
+    first = True
+    for line in sys.stdin:
+        msg = json.loads(line)
+        if first:
+            first = False
+            print(json.dumps({"ok": True, "ready": {"vllm_version": "0.32.0", "effective": {"max_num_seqs": 4}}}),
+                  flush=True)
+        elif msg.get("op") == "generate":
+            res = [{"text": m[-1]["content"][::-1], "finish_reason": "stop", "prompt_tokens": 3,
+                    "completion_tokens": 2, "request_id": str(i)} for i, m in enumerate(msg["prompts"])]
+            print(json.dumps({"ok": True, "results": res, "running_max": len(res), "wall_s": 0.0}), flush=True)
+        else:
+            print(json.dumps({"ok": True}), flush=True)
+            break
+    """)
+"""A stand-in worker speaking the protocol without vLLM: the adapter's restart logic over real pipes."""
+
+
+def test_a_worker_that_dies_is_restarted_and_the_group_retried(tmp_path, monkeypatch) -> None:
+    """Fast: the adapter with a stand-in worker script; kill -9 of the worker's group makes the
+    next group a transient error naming the exit code, a new worker answers the retry."""
+    from batchsafe.runtime.engines import vllm_offline
+
+    fake = tmp_path / "fake_worker.py"
+    fake.write_text(FAKE_WORKER)
+    monkeypatch.setattr(vllm_offline, "WORKER", fake)
+    (tmp_path / "config.json").write_text("{}")
+    eng = VLLMOfflineEngine(sys.executable, tmp_path, engine_args=ARGS, env=ENV, vllm_version="0.32.0",
+                            log_path=tmp_path / "w.log")
+    try:
+        assert [r.text for r in eng.run_group(reqs(2), "prompt_list")] == [PROMPTS[0][::-1], PROMPTS[1][::-1]]
+        with pytest.raises(EngineError, match="a group of 5 prompts exceeds max_num_seqs 4"):
+            eng.run_group(reqs(5), "synchronized")
+        old = eng.worker.proc.pid
+        os.killpg(old, signal.SIGKILL)
+        with pytest.raises(EngineError, match=r"(?s)died with exit code -9.*restarted, the group is retried") as exc:
+            eng.run_group(reqs(2), "prompt_list")
+        assert exc.value.transient and eng.restarts == 1 and not group_alive(old)
+        assert [r.key for r in eng.run_group(reqs(2), "prompt_list")] == ["r0", "r1"]
+        pid = eng.worker.proc.pid
+    finally:
+        eng.close()
+    assert not group_alive(pid)
+
+
 @pytest.fixture(scope="module")
 def offline(stack, tmp_path_factory):
     """One worker for the module; closed (and checked gone) at the end."""
