@@ -14,6 +14,8 @@ from typing import Any
 
 from tabulate import tabulate
 
+from .protocol_report import protocol_sections
+
 NOT_ENOUGH = "not enough data"
 Stats = Mapping[str, Any]
 _FAILURES = (KeyError, TypeError, ValueError, IndexError, ZeroDivisionError, AttributeError)
@@ -384,4 +386,5 @@ def render_report(stats: Stats, targets: Mapping[str, Any] | None = None, *, tit
     vs = (stats.get("cross_phase") or {}).get("variance_sources")
     if vs:
         out += ["## Cross-phase variance sources", "", *_safe(variance_section, vs), ""]
+    out += protocol_sections(stats, plots)  # only when the plan's analysis asks for the protocol
     return "\n".join(out).rstrip("\n") + "\n"
