@@ -30,7 +30,7 @@ from batchsafe.analysis.flips import FLIP_SCHEMA_VERSION, RecordError, read_flip
 from batchsafe.analysis.records import SCORED_SCHEMA_VERSION, FlipRow, ScoredSample
 from batchsafe.core import layout
 from batchsafe.core.canonical import canonical_bytes
-from batchsafe.core.jsonl import JsonLineError, parse_lines
+from batchsafe.core.jsonl import JsonLineError, parse_lines_bulk, sorted_dump_matches
 from batchsafe.bundles.manifest import DEFAULT_MAX_JSON_DEPTH, json_depth_exceeds
 from batchsafe.compiler.plan import Plan, PlanError, plan_from_bytes
 
@@ -62,6 +62,9 @@ class Context:
     targets: dict[str, Any] | None = None
     stats: dict[str, Any] | None = None
     """The statistics recomputed by the statistics stage (the files stage re-renders figures from them)."""
+    canonical: set[str] = field(default_factory=set)
+    """JSON-lines files proven canonical when the schemas stage parsed them (``core.jsonl.sorted_dump_matches``),
+    so that the files stage need not parse them again."""
 
     def usable(self, name: str) -> bool:
         """Whether ``name`` is in the bundle and passed integrity."""
@@ -134,9 +137,17 @@ def _json_object(ctx: Context, name: str, st: Stage) -> dict[str, Any] | None:
     return data
 
 
-def _outputs(raw: bytes, st: Stage) -> list[dict[str, Any]] | None:
+def _parse(ctx: Context, raw: bytes, name: str, what: str, current: int | None) -> list[tuple[int, dict[str, Any]]]:
+    """``parse_lines``; notes in ``ctx.canonical`` whether the one-call parse proves the file canonical."""
+    rows, bulk = parse_lines_bulk(raw, name, what, current)
+    if sorted_dump_matches(raw, bulk):  # before any stage can touch the records
+        ctx.canonical.add(name)
+    return rows
+
+
+def _outputs(raw: bytes, st: Stage, ctx: Context) -> list[dict[str, Any]] | None:
     try:
-        rows = parse_lines(raw, OUTPUTS, "output record", None)
+        rows = _parse(ctx, raw, OUTPUTS, "output record", None)
     except JsonLineError as exc:
         st.fail(str(exc))
         return None
@@ -148,10 +159,10 @@ def _outputs(raw: bytes, st: Stage) -> list[dict[str, Any]] | None:
     return [rec for _, rec in rows]
 
 
-def _records(raw: bytes, name: str, st: Stage) -> list[dict[str, Any]] | None:
+def _records(raw: bytes, name: str, st: Stage, ctx: Context) -> list[dict[str, Any]] | None:
     """JSON lines with a known schema_version; field-level validation is deferred (see ``validated``)."""
     try:
-        rows = parse_lines(raw, name, "scored sample" if name == SCORES else "flip row", RECORD_VERSIONS[name])
+        rows = _parse(ctx, raw, name, "scored sample" if name == SCORES else "flip row", RECORD_VERSIONS[name])
     except JsonLineError as exc:
         st.fail(str(exc))
         return None
@@ -191,14 +202,14 @@ def check_schemas(ctx: Context) -> Stage:
             ctx.bad.add(PLAN)
             st.fail(str(exc))
     if ctx.usable(OUTPUTS):
-        ctx.outputs = _outputs(ctx.src.read(OUTPUTS), st)
+        ctx.outputs = _outputs(ctx.src.read(OUTPUTS), st, ctx)
         if ctx.outputs is None:
             ctx.bad.add(OUTPUTS)
         else:
             checked.append(OUTPUTS)
     for name, attr in ((SCORES, "scores_raw"), (FLIPS, "flips_raw")):
         if ctx.usable(name):
-            rows = _records(ctx.src.read(name), name, st)
+            rows = _records(ctx.src.read(name), name, st, ctx)
             if rows is None:
                 ctx.bad.add(name)
             else:

@@ -24,7 +24,6 @@ without anyone having looked at it.  This stage closes that gap:
 from __future__ import annotations
 
 import fnmatch
-import re
 from collections import Counter
 from typing import Any
 
@@ -32,6 +31,7 @@ import orjson
 
 from batchsafe.core import layout
 from batchsafe.core.canonical import canonical_bytes_of_parsed
+from batchsafe.core.jsonl import SHORT_NEG_EXPONENT
 
 from .checks import FILLERS, FLIPS, OUTPUTS, PLAN, REPORT, SCORES, STATS, TARGETS, Context
 from .report import Stage
@@ -57,8 +57,8 @@ UNCHECKED = (layout.LOGS_DIR + "*", "volatile/*")
 CANONICAL_JSONL = (OUTPUTS, FILLERS, SCORES, FLIPS, layout.RESCORE_AUDIT, layout.ADJ_LABELS)
 # orjson's sorted dump is the canonical form except for floats below 1e-4, which orjson
 # writes as 0.0000x or with a one-digit negative exponent (2.5e-7) where Python writes
-# 1e-05 / 2.5e-07; where such a token could occur, lines take the exact (slower) path.
-_SHORT_NEG_EXPONENT = re.compile(rb"e-[0-9](?![0-9])")
+# 1e-05 / 2.5e-07; where such a token could occur, lines take the exact (slower) path
+# (``SHORT_NEG_EXPONENT``, shared with ``core.jsonl.sorted_dump_matches``).
 FILLER_KEYS = frozenset({"filler", "group", "position", "prompt", "phase", "model", "engine", "condition", "text",
                          "finish_reason", "prompt_tokens", "completion_tokens"})
 """Keys of a filler record (``runtime.bindings.group_records``)."""
@@ -73,12 +73,13 @@ def claim_of(name: str) -> str | None:
     return next((stage for pat, stage in CLAIMS if fnmatch.fnmatchcase(name, pat)), None)
 
 
-def jsonl_problem(raw: bytes, name: str, *, canonical: bool) -> str | None:
+def jsonl_problem(raw: bytes, name: str, *, canonical: bool, proven: bool = False) -> str | None:
     """The first way ``raw`` departs from canonical JSON lines, naming the line; None if it does not.
 
     Whole-file checks run first at C speed (decode, ``\\r``, blank lines, one orjson
     parse and one sorted dump of every record); lines are looked at one by one only to
-    name the first bad one.
+    name the first bad one. ``proven``: the parse and dump were already done on these
+    bytes (``core.jsonl.sorted_dump_matches`` was true when the schemas stage parsed them).
     """
     nl = b"\n"
     try:
@@ -93,7 +94,7 @@ def jsonl_problem(raw: bytes, name: str, *, canonical: bool) -> str | None:
     if raw.startswith(nl) or b"\n\n" in raw:
         at = 0 if raw.startswith(nl) else raw.index(b"\n\n") + 1
         return f"{name}:{raw.count(nl, 0, at) + 1}: blank line"
-    if not canonical or not raw:
+    if not canonical or not raw or proven:
         return None
     lines = raw.split(nl)[:-1]
     joined = b"[" + b",".join(lines) + b"]"
@@ -103,7 +104,7 @@ def jsonl_problem(raw: bytes, name: str, *, canonical: bool) -> str | None:
         records = None
     if records is not None and len(records) == len(lines):
         fast = orjson.dumps(records, option=orjson.OPT_SORT_KEYS)
-        if fast == joined and b"0.0000" not in fast and not _SHORT_NEG_EXPONENT.search(fast):
+        if fast == joined and b"0.0000" not in fast and not SHORT_NEG_EXPONENT.search(fast):
             return None  # every line is its record's canonical bytes (orjson's sorted dump is canonical here)
     for n, line in enumerate(lines, 1):
         try:
@@ -138,7 +139,8 @@ def check_files(ctx: Context, *, strict: bool = False, stats: dict[str, Any] | N
             st.fail(f"{name}: listed in the manifest, but no verify stage knows this file")
     for name in sorted(n for n in ctx.src.names if n.endswith(".jsonl")):
         if ctx.usable(name):
-            problem = jsonl_problem(ctx.src.read(name), name, canonical=name in CANONICAL_JSONL)
+            problem = jsonl_problem(ctx.src.read(name), name, canonical=name in CANONICAL_JSONL,
+                                    proven=name in ctx.canonical)
             if problem:
                 st.fail(problem)
     if plan is not None and ctx.outputs is not None:
@@ -167,10 +169,10 @@ def _check_output_records(ctx: Context, st: Stage) -> None:
     assert plan is not None and ctx.outputs is not None
     samples = {s.id: s for s in plan.samples}
     groups = {g.id: g for g in plan.groups}
-    per_group: dict[str, dict[str, Any]] = {}
+    per_group: dict[str, tuple[tuple[str, Any], ...]] = {}
     for n, rec in enumerate(ctx.outputs, 1):
-        extra = sorted(set(rec) - OUTPUT_KEYS)
-        if extra:
+        if not rec.keys() <= OUTPUT_KEYS:
+            extra = sorted(set(rec) - OUTPUT_KEYS)
             st.fail(f"{OUTPUTS}:{n}: unexpected key(s) {', '.join(map(str, extra))[:80]}")
         s = samples.get(rec.get("sample"))
         g = groups.get(s.group) if s is not None else None
@@ -178,10 +180,11 @@ def _check_output_records(ctx: Context, st: Stage) -> None:
             continue  # coverage reports samples the plan does not have
         want = per_group.get(g.id)
         if want is None:
-            want = per_group[g.id] = {"engine": g.engine, "condition": g.condition.model_dump(mode="json"),
-                                      "group_members": [m.prompt for m in g.members],
-                                      "filler_positions": [i for i, m in enumerate(g.members) if m.sample is None]}
-        for key, value in (("phase", s.phase), ("model", s.model), *want.items()):
+            want = per_group[g.id] = (
+                ("engine", g.engine), ("condition", g.condition.model_dump(mode="json")),
+                ("group_members", [m.prompt for m in g.members]),
+                ("filler_positions", [i for i, m in enumerate(g.members) if m.sample is None]))
+        for key, value in (("phase", s.phase), ("model", s.model), *want):
             if key in rec and rec[key] != value:
                 st.fail(f"{OUTPUTS}: sample {s.id}: {key} recorded {str(rec[key])[:60]}, the plan says {str(value)[:60]}")
         for key in ("prompt_tokens", "completion_tokens"):
@@ -208,6 +211,7 @@ def _check_fillers(ctx: Context, st: Stage) -> None:
     expected = [(g, i, m) for g in sorted(plan.groups, key=lambda g: g.index)
                 for i, m in enumerate(g.members) if m.sample is None]
     want = {(g.id, i): (g, m) for g, i, m in expected}
+    cond_json: dict[str, Any] = {}  # group id -> its condition as JSON (one dump per group, not per filler)
     seen: Counter[tuple[str, int]] = Counter()
     order = []
     for n, r in enumerate(rows, 1):
@@ -228,7 +232,10 @@ def _check_fillers(ctx: Context, st: Stage) -> None:
         order.append(key)
         g, m = want[key]
         got = (r.get("prompt"), r.get("phase"), r.get("model"), r.get("engine"), r.get("condition"))
-        if got != (m.prompt, g.phase, g.model, g.engine, g.condition.model_dump(mode="json")):
+        cond = cond_json.get(g.id)
+        if cond is None:
+            cond = cond_json[g.id] = g.condition.model_dump(mode="json")
+        if got != (m.prompt, g.phase, g.model, g.engine, cond):
             st.fail(f"{FILLERS}:{n}: filler at group {g.id} position {key[1]} does not match the plan's "
                     "prompt, phase, model, engine or condition")
     for key, k in seen.items():

@@ -14,7 +14,13 @@ from batchsafe.core.errors import BatchsafeError
 
 from typing import Any
 
+import re
+
 import orjson
+
+# orjson writes floats below 1e-4 as 0.0000x or with a one-digit negative exponent (2.5e-7)
+# where Python writes 1e-05 / 2.5e-07 (see ``sorted_dump_matches``).
+SHORT_NEG_EXPONENT = re.compile(rb"e-[0-9](?![0-9])")
 
 
 class JsonLineError(BatchsafeError, ValueError):
@@ -44,6 +50,16 @@ def parse_line(line: bytes, where: str, n: int, what: str, current: int | None) 
 
 def parse_lines(raw: bytes, where: str, what: str, current: int | None) -> list[tuple[int, dict[str, Any]]]:
     """(line number, record) for every non-blank line of ``raw``."""
+    return parse_lines_bulk(raw, where, what, current)[0]
+
+
+def parse_lines_bulk(raw: bytes, where: str, what: str,
+                     current: int | None) -> tuple[list[tuple[int, dict[str, Any]]], list[Any] | None]:
+    """``parse_lines`` plus the one-call parse of the joined lines it used (None: it went line by line).
+
+    The second value is what :func:`sorted_dump_matches` needs to prove the file canonical
+    without parsing it again.
+    """
     try:
         raw.decode("utf-8")
     except UnicodeDecodeError as exc:  # orjson would say "surrogates not allowed" or similar
@@ -55,5 +71,24 @@ def parse_lines(raw: bytes, where: str, what: str, current: int | None) -> list[
     except orjson.JSONDecodeError:
         bulk = None
     if bulk is not None and len(bulk) == len(numbered):  # `1, 2` on one line would parse as two items
-        return [(n, check_record(obj, where, n, what, current)) for (n, _), obj in zip(numbered, bulk)]
-    return [(n, parse_line(line, where, n, what, current)) for n, line in numbered]
+        return [(n, check_record(obj, where, n, what, current)) for (n, _), obj in zip(numbered, bulk)], bulk
+    return [(n, parse_line(line, where, n, what, current)) for n, line in numbered], None
+
+
+def sorted_dump_matches(raw: bytes, bulk: list[Any] | None) -> bool:
+    """Whether every line of ``raw`` is orjson's sorted dump of its record, ``bulk`` being the parse of the lines.
+
+    ``bulk`` must be ``orjson.loads(b"[" + b",".join(lines) + b"]")`` of the non-blank lines
+    (what :func:`parse_lines_bulk` returns), unmodified. True exactly when the whole-file
+    fast path of the verify ``files`` stage (``verification.completeness.jsonl_problem``)
+    accepts ``raw``: a final newline, no CR, no blank or whitespace-only line, as many
+    records as lines, the sorted dump byte-equal to the joined lines, and no float token
+    orjson spells unlike Python. False means "not proven", never "not canonical".
+    """
+    if bulk is None or not raw.endswith(b"\n") or b"\r" in raw or raw.startswith(b"\n") or b"\n\n" in raw:
+        return False
+    if len(bulk) != raw.count(b"\n"):  # a whitespace-only line was skipped by the parse
+        return False
+    joined = b"[" + raw[:-1].replace(b"\n", b",") + b"]"
+    fast = orjson.dumps(bulk, option=orjson.OPT_SORT_KEYS)
+    return fast == joined and b"0.0000" not in fast and not SHORT_NEG_EXPONENT.search(fast)

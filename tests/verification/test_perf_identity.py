@@ -139,3 +139,73 @@ def test_timings_bulk_parse_equals_the_per_line_parse(raw: bytes) -> None:
     assert list(got.items()) == list(want.items()) or (
         # NaN != NaN: compare spellings
         repr(list(got.items())) == repr(list(want.items())))
+
+
+# -- the statistics stage on the second core -----------------------------------------------
+
+
+def _ctx(tmp_path: Path):
+    from batchsafe.verification.checks import Context
+
+    store, a, _ = fake.make_bundle(tmp_path)
+    return Context(from_store(store, a))
+
+
+def test_forked_stage_returns_the_stage_and_what_later_stages_read(tmp_path: Path) -> None:
+    from batchsafe.verification.parallel import ForkedStage
+    from batchsafe.verification.report import Stage
+
+    def stage(ctx):
+        ctx.stats, ctx.targets = {"pid": os.getpid()}, {"targets": []}
+        ctx.bad.add("x.jsonl")
+        st = Stage(name="statistics")
+        st.fail("one problem")
+        return st
+
+    ctx = _ctx(tmp_path)
+    job = ForkedStage("statistics", stage, ctx)
+    assert job.pid is not None  # forked (the machine has two cores and the memory)
+    st = job.join(ctx)
+    assert st.status == "FAIL" and st.problems == ["one problem"]
+    assert ctx.stats["pid"] != os.getpid() and ctx.bad == {"x.jsonl"}
+
+
+def test_forked_stage_reruns_here_when_an_earlier_stage_marked_a_file_bad(tmp_path: Path) -> None:
+    from batchsafe.verification.parallel import ForkedStage
+    from batchsafe.verification.report import Stage
+
+    def stage(ctx):
+        st = Stage(name="statistics")
+        if "analysis/scores.jsonl" in ctx.bad:
+            st.skip("scores failed an earlier stage")
+        ctx.stats = {"pid": os.getpid()}
+        return st
+
+    ctx = _ctx(tmp_path)
+    job = ForkedStage("statistics", stage, ctx)
+    ctx.bad.add("analysis/scores.jsonl")  # what rescoring does when it finds the scores unreadable
+    st = job.join(ctx)
+    assert st.status == "SKIP" and ctx.stats == {"pid": os.getpid()}
+
+
+def test_forked_stage_raises_what_the_stage_raised(tmp_path: Path) -> None:
+    from batchsafe.verification.parallel import ForkedStage
+
+    def stage(ctx):
+        raise RuntimeError("a bug, not a data error")
+
+    ctx = _ctx(tmp_path)
+    with pytest.raises(RuntimeError, match="a bug"):
+        ForkedStage("statistics", stage, ctx).join(ctx)
+
+
+def test_serial_and_forked_verify_agree_on_a_tampered_bundle(tmp_path: Path, monkeypatch) -> None:
+    store, a, _ = fake.make_bundle(tmp_path / "a")
+    d = store.materialize(a, tmp_path / "m")
+    scores = d / "analysis" / "scores.jsonl"
+    raw = scores.read_bytes()
+    scores.write_bytes(raw.replace(b'"label":"', b'"label":"x', 1))  # one edited record: integrity, rescoring, ...
+    forked = verify(d, recompile=False).lines()
+    assert any("FAIL" in line for line in forked)
+    monkeypatch.setenv("BATCHSAFE_VERIFY_SERIAL", "1")
+    assert verify(d, recompile=False).lines() == forked
