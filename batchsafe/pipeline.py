@@ -66,19 +66,24 @@ def run_dir_for(plan: Plan, out_root: Path, fresh: bool) -> Path:
 
 def make_bundle(spec: str | Path, data_dir: str | Path | None = None, *, out_root: str | Path = DEFAULT_OUT,
                 store_root: str | Path | None = None, allow_unpinned: bool = False, fresh: bool = False,
-                progress: bool = True, engine_factory: Any = None) -> MakeResult:
+                progress: bool = True, engine_factory: Any = None, workers: int = 0) -> MakeResult:
     """Compile ``spec``, run (or resume) its plan, analyse the outputs and write the bundle.
 
     The analysis files (scores, flip registry, statistics, targets, report, plots) go into
     the run bundle under ``analysis/``; they are not written to the run directory. The HTML
     report goes to ``<out>/reports/`` (outside the run directory, so it is never bundled).
+    ``workers`` > 0 runs the plan on that many Ray workers (``runtime.ray_backend``: one
+    actor per shard, partial runs merged into the run directory, byte-identical outputs).
     """
     from batchsafe.core.canonical import hash_file
 
     out = Path(out_root)
     plan = compile_spec(spec, data_dir, allow_unpinned=allow_unpinned, store=Path(store_root) if store_root else default_store(out))
     run_dir = run_dir_for(plan, out, fresh)
-    summary = run_plan(plan, run_dir, resume=run_dir.exists(), progress=progress, engine_factory=engine_factory)
+    if workers > 0:
+        summary = _run_on_ray(plan, run_dir, workers, progress)
+    else:
+        summary = run_plan(plan, run_dir, resume=run_dir.exists(), progress=progress, engine_factory=engine_factory)
     outputs = run_dir / "outputs" / "samples.jsonl"
     identity = output_identity(plan, read_outputs(outputs))
     analysis = analyze_run(plan, run_dir)
@@ -91,3 +96,14 @@ def make_bundle(spec: str | Path, data_dir: str | Path | None = None, *, out_roo
     return MakeResult(plan=plan, run_dir=run_dir, store=store, bundle_id=bundle_id, run=summary,
                       identity=identity, outputs_sha256=hash_file(outputs)[0], headline=analysis.headline,
                       report=report)
+
+
+def _run_on_ray(plan: Plan, run_dir: Path, workers: int, progress: bool) -> RunSummary:
+    """The plan on ``workers`` Ray actors, merged into ``run_dir`` (resuming partial runs)."""
+    from batchsafe.runtime.ray_backend import run_ray
+
+    rs = run_ray(plan, run_dir, workers=workers, resume=True, progress=progress)
+    ran = sum(len(s.groups) for s in rs.manifest.shards if s.index in rs.shards_run)
+    n = len(plan.groups)
+    return RunSummary(run_dir=run_dir, plan_hash=plan.plan_hash, groups_total=n, groups_done=n, groups_run=ran,
+                      samples_total=len(plan.samples), samples_done=len(plan.samples), complete=True)

@@ -14,7 +14,8 @@ def cmd_bundle_make(args: argparse.Namespace) -> int:
     from batchsafe.pipeline import make_bundle
 
     res = make_bundle(args.spec, args.data_dir, out_root=args.out, store_root=args.store,
-                      allow_unpinned=args.allow_unpinned, fresh=args.fresh, progress=not args.no_progress)
+                      allow_unpinned=args.allow_unpinned, fresh=args.fresh, progress=not args.no_progress,
+                      workers=args.workers if args.backend == "ray" else 0)
     con = out()
     con.print(present.plan_table(res.plan))
     con.print(present.identity_table(res.identity))
@@ -101,6 +102,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-unpinned", action="store_true")
     p.add_argument("--fresh", action="store_true", help="start a new run directory instead of resuming")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--backend", choices=("local", "ray"), default="local",
+                   help="local: this process (default); ray: one Ray actor per shard, merged into the run directory")
+    p.add_argument("--workers", type=int, default=2, help="Ray workers = shards with --backend ray (default 2)")
     store_args(p)
     p.set_defaults(func=cmd_bundle_make)
     p = bundle.add_parser("pack", help="write a deterministic archive of a bundle")

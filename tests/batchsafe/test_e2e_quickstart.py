@@ -1,7 +1,9 @@
 """The README's main job, end to end on the real embedded engine and model.
 
-`batchsafe bundle make specs/quickstart.yaml` (what `make bundle` runs) twice: the
-outputs file must hash the same, every bundle file must match its manifest hash, the
+`batchsafe bundle make specs/quickstart.yaml` (what `make bundle` runs) twice, once in this
+process and once on a local 2-worker Ray cluster (`--backend ray`, issue 18), then once more
+as two `run --shard i/2` partial runs joined by `merge`: the outputs file must hash the same
+each time, every bundle file must match its manifest hash, the
 repeat floor must be byte-identical, and the bundle must survive pack/unpack with the
 same id. Then the rechecks a stranger would run: `verify` of the archive (recompiling the
 spec, replaying seeded groups on the real engine), `diff` of the two runs (100 % agreement)
@@ -46,13 +48,17 @@ def made(tmp_path_factory):
     return tmp_path_factory.mktemp("e2e") / "runs"
 
 
-def test_quickstart_bundle_twice_same_outputs_and_verifiable(made: Path, tmp_path: Path, capsys) -> None:
+def test_quickstart_bundle_twice_same_outputs_and_verifiable(made: Path, tmp_path: Path, capsys, monkeypatch) -> None:
     out = made
     first = _make(out, capsys)
-    second = _make(out, capsys, "--fresh")
+    # The second run is the same plan on two Ray workers (127.0.0.1, usage stats off), merged.
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+    second = _make(out, capsys, "--fresh", "--backend", "ray", "--workers", "2")
     (out / "made.json").write_text(json.dumps({"first": first, "second": second}))
     assert first["run"] != second["run"]
-    assert first["outputs"] == second["outputs"], "two runs of the same plan must give byte-identical outputs"
+    shards = Path(second["run"].split(" (")[0] + ".shards")  # "run:" reads "<dir> (N groups run now, ...)"
+    assert sorted(p.name for p in shards.iterdir()) == ["shard-0-of-2", "shard-1-of-2"]
+    assert first["outputs"] == second["outputs"], "one process and two Ray workers must give byte-identical outputs"
 
     store = BundleStore(out / "store")
     bundle_id = first["bundle"]
@@ -170,3 +176,16 @@ def test_diff_of_two_runs_and_of_a_changed_condition(made: Path, tmp_path: Path,
     gate = "b.stats.p1_batch_size.flip_rate.safety>-1"
     assert main(["diff", first, changed, *store, "--fail-on", gate]) == 1
     assert main(["diff", first, changed, *store, "--fail-on", "b.stats.p1_batch_size.flip_rate.safety>1"]) == 0
+
+
+def test_quickstart_sharded_and_merged_equals_one_process(made: Path, tmp_path: Path, capsys) -> None:
+    """Issue 18's plain backend on the quickstart plan itself: two partial runs, one merge."""
+    first = json.loads((made / "made.json").read_text())["first"]
+    plan = tmp_path / "quickstart.plan.lock.json"
+    assert main(["compile", str(ROOT / "specs/quickstart.yaml"), "-o", str(plan)]) == 0
+    parts = [tmp_path / f"part-{i}" for i in range(2)]
+    for i, part in enumerate(parts):
+        assert main(["run", str(plan), "--shard", f"{i}/2", "--out", str(part), "--no-progress"]) == 0
+    assert main(["merge", str(plan), *map(str, parts), "--out", str(tmp_path / "merged")]) == 0
+    merged = tmp_path / "merged" / "outputs" / "samples.jsonl"
+    assert f"sha256:{hashlib.sha256(merged.read_bytes()).hexdigest()}" == first["outputs"]
