@@ -10,23 +10,38 @@ import json
 import signal
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 
-def interrupt_run(plan: Any, tmp_path: Path, after_groups: int = 2, wait_s: float = 400) -> tuple[Path, str]:
-    """Start `batchsafe run` on ``plan`` in a subprocess, SIGINT it once ``after_groups`` journal
-    lines exist, and return (run directory, its stderr) after asserting exit 130 and the
-    resume hint."""
+SYNC_1_2 = textwrap.dedent("""\
+    phases:
+      - id: p1
+        kind: batch_size
+        models: [smollm2-135m]
+        engine: vllm
+        tasks: [advbench_refusal, borderline]
+        dispatch: synchronized
+        axes: {batch_sizes: [1, 2]}
+    """)
+"""One synchronized phase at batch sizes 1 and 2 on the engine named vllm: the plan of the
+real-engine kill and Ctrl-C tests (the vllm_cpu spec's tasks and model)."""
+
+
+def start_run(plan: Any, tmp_path: Path, after_groups: int = 2, wait_s: float = 400,
+              env: dict[str, str] | None = None) -> tuple[subprocess.Popen, list[str], Path]:
+    """Write ``plan`` and start `batchsafe run` on it in a subprocess; return (process, its
+    command line, run directory) once ``after_groups`` journal lines exist, the run still going."""
     from batchsafe.runtime.journal import JOURNAL_FILE
 
     plan_path = tmp_path / "plan.lock.json"
     plan_path.write_bytes(plan.to_bytes())
     run_dir = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "batchsafe.cli", "run", str(plan_path), "--out", str(run_dir),
-                             "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cmd = [sys.executable, "-m", "batchsafe.cli", "run", str(plan_path), "--out", str(run_dir), "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     journal = run_dir / JOURNAL_FILE
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline and proc.poll() is None:
@@ -34,6 +49,14 @@ def interrupt_run(plan: Any, tmp_path: Path, after_groups: int = 2, wait_s: floa
             break
         time.sleep(0.05)
     assert proc.poll() is None, proc.communicate()[1][-2000:]
+    return proc, cmd, run_dir
+
+
+def interrupt_run(plan: Any, tmp_path: Path, after_groups: int = 2, wait_s: float = 400) -> tuple[Path, str]:
+    """Start `batchsafe run` on ``plan`` in a subprocess, SIGINT it once ``after_groups`` journal
+    lines exist, and return (run directory, its stderr) after asserting exit 130 and the
+    resume hint."""
+    proc, _, run_dir = start_run(plan, tmp_path, after_groups, wait_s)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "resume with" in err, err[-2000:]

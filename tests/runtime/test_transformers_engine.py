@@ -17,8 +17,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import torch  # the torch extra: make setup installs it; a missing install fails here, it is not skipped
@@ -233,24 +231,15 @@ def test_compile_refuses_what_the_engine_cannot_apply(tmp_path):
 
 
 def test_kill_9_mid_run_then_resume_finishes_every_sample_once(tmp_path):
-    from interrupt_run import assert_each_sample_once
+    from interrupt_run import assert_each_sample_once, start_run
 
     from batchsafe.compiler.compile import compile_spec
     from batchsafe.runtime.journal import JOURNAL_FILE
 
     plan = compile_spec(small_spec(tmp_path))
-    plan_path, run_dir = tmp_path / "plan.lock.json", tmp_path / "run"
-    plan_path.write_bytes(plan.to_bytes())
-    cmd = [sys.executable, "-m", "batchsafe.cli", "run", str(plan_path), "--out", str(run_dir), "--no-progress"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    proc, cmd, run_dir = start_run(plan, tmp_path, after_groups=2, env=env)
     journal = run_dir / JOURNAL_FILE
-    deadline = time.monotonic() + 400
-    while time.monotonic() < deadline and proc.poll() is None:
-        if journal.is_file() and len(journal.read_bytes().splitlines()) >= 2:
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, proc.communicate()[1][-2000:]
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     done = len(journal.read_bytes().splitlines())

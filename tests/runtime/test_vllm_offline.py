@@ -8,17 +8,16 @@ worker. The stack is provisioned by the same idempotent provisioner as test_vllm
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import textwrap
 import time
 from pathlib import Path
 
 import pytest
+from interrupt_run import SYNC_1_2
 
 from batchsafe.runtime.engine import Engine, EngineError, GenRequest
 from batchsafe.runtime.engines.vllm_offline import VLLMOfflineEngine
@@ -215,16 +214,6 @@ def test_agreement_with_the_server_path(offline, stack, tmp_path) -> None:
 # --- the runtime: kill -9 of `batchsafe run`, resume, a dead worker -------------------------
 
 
-SYNC_1_2 = textwrap.dedent("""\
-    phases:
-      - id: p1
-        kind: batch_size
-        models: [smollm2-135m]
-        engine: vllm
-        tasks: [advbench_refusal, borderline]
-        dispatch: synchronized
-        axes: {batch_sizes: [1, 2]}
-    """)
 
 
 def small_spec(tmp_path: Path, per_task: int) -> Path:
@@ -269,24 +258,15 @@ class Borrowed(Engine):
 
 
 def test_kill_9_mid_run_leaves_no_worker_and_resume_finishes_every_sample_once(offline, stack, tmp_path) -> None:
-    from interrupt_run import assert_each_sample_once
+    from interrupt_run import assert_each_sample_once, start_run
 
     from batchsafe.compiler.compile import compile_spec
     from batchsafe.runtime.executor import run_plan
     from batchsafe.runtime.journal import JOURNAL_FILE
 
     plan = compile_spec(small_spec(tmp_path, 3))
-    plan_path, run_dir = tmp_path / "plan.lock.json", tmp_path / "run"
-    plan_path.write_bytes(plan.to_bytes())
-    proc = subprocess.Popen([sys.executable, "-m", "batchsafe.cli", "run", str(plan_path), "--out", str(run_dir),
-                             "--no-progress"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc, _, run_dir = start_run(plan, tmp_path, after_groups=2)
     journal = run_dir / JOURNAL_FILE
-    deadline = time.monotonic() + 400
-    while time.monotonic() < deadline and proc.poll() is None:
-        if journal.is_file() and len(journal.read_bytes().splitlines()) >= 2:
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, proc.communicate()[1][-2000:]
     [worker] = workers_of(proc.pid)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+from interrupt_run import SYNC_1_2
 
 from batchsafe.runtime.engine import EngineError, GenRequest
 from batchsafe.runtime.engines.vllm import VLLMEngine
@@ -236,17 +237,6 @@ def reduced_spec(tmp_path: Path, per_task: int, phases: str | None = None) -> Pa
     return path
 
 
-SYNC_1_2 = textwrap.dedent("""\
-    phases:
-      - id: p1
-        kind: batch_size
-        models: [smollm2-135m]
-        engine: vllm
-        tasks: [advbench_refusal, borderline]
-        dispatch: synchronized
-        axes: {batch_sizes: [1, 2]}
-    """)
-"""One synchronized phase at batch sizes 1 and 2: the plan of the kill and Ctrl-C tests."""
 
 
 def test_killed_server_mid_run_is_restarted_and_nothing_is_lost_or_doubled(stack, tmp_path) -> None:
