@@ -25,7 +25,6 @@ from batchsafe.core import layout
 from . import checks, recheck
 from .completeness import check_files
 from .guard import guarded
-from .parallel import ForkedStage
 from .derived import check_derived
 from .provenance import check_provenance
 from .stack import check_stack
@@ -187,15 +186,12 @@ def _run_stages(src: BundleSource, *, data_dir: str | Path | None, spec: str | P
     # Every stage runs guarded: malformed data a stage did not foresee is its FAIL line, not an abort.
     rep.stages.append(guarded("integrity", checks.check_integrity, ctx))
     rep.stages.append(guarded("schemas", checks.check_schemas, ctx))
-    # The statistics stage needs only what the schemas stage parsed: it runs on the other
-    # core while plan, coverage, stack and rescoring run here (same result; parallel.py).
-    statistics = ForkedStage("statistics", recheck.check_statistics, ctx)
     rep.stages.append(guarded("plan", check_plan, ctx, data_dir=data_dir, spec=spec, recompile=recompile))
     rep.stages.append(guarded("coverage", checks.check_coverage, ctx))
     if (stack := guarded("stack", check_stack, ctx)) is not None:
         rep.stages.append(stack)
     rep.stages.append(guarded("rescoring", recheck.check_rescoring, ctx))
-    rep.stages.append(statistics.join(ctx))
+    rep.stages.append(guarded("statistics", recheck.check_statistics, ctx))
     rep.stages.append(guarded("targets", recheck.check_targets, ctx))
     if (derived := guarded("derived", check_derived, ctx)) is not None:
         rep.stages.append(derived)
