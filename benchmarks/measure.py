@@ -147,8 +147,6 @@ def main(argv: list[str] | None = None) -> int:
     else:
         out = _compile(*ns.args, repeat=ns.repeat)
     out["peak_rss_mb"] = peak_rss_mb()
-    # verify's forked statistics child (pages shared with this process are counted in both)
-    out["child_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     out["cpu_s"] = CPU  # wall times inflate with other processes' load; CPU time much less so
     print(json.dumps(out))
     return 0

@@ -181,7 +181,6 @@ def _scale(data_dir: Path, models: int, target: dict[str, float], repeat: int, w
         "samples": samples, "json_bytes": v["json_bytes"], "warm": warmup,
         "verify": {"median_s": v["verify_median_s"], "min_s": v["verify_min_s"], "target_s": target["verify_s"],
                    "peak_rss_mb": v["peak_rss_mb"], "target_rss_mb": target.get("verify_rss_mb"),
-                   "forked_child_peak_rss_mb": v["child_peak_rss_mb"],
                    "orjson_pass_median_s": v["orjson_pass_median_s"], "ratio_to_orjson": ratio,
                    "target_ratio": target.get("verify_orjson_ratio"), "cpu_s": v["cpu_s"],
                    "orjson_pass_cpu_s": v["orjson_pass_cpu_s"]},
