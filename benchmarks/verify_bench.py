@@ -9,7 +9,7 @@ hashing + schemas + coverage + rescoring + statistics + targets), the integrity 
 hashing against coreutils ``sha256sum`` on the same objects, and ``diff`` of two such
 bundles (the second with its flips redrawn). The 300k case is the same synthetic spec at
 86 models (301,516 samples); both pairs of bundles are built once and cached under
-``~/.cache/batchsafe/bench/`` (rebuilt when the spec, the code version or this module
+``~/.cache/batchsafe/bench/`` (rebuilt when the spec, the code version or the synthetic outputs' code
 changes, or when the cached bundle no longer verifies). Each figure is measured in a
 fresh process (``benchmarks.measure``), so its peak RSS is its own; verify is timed
 alternately with one ``orjson.loads`` pass over the bundle's JSON files (the issue-16
