@@ -82,13 +82,15 @@ def sorted_dump_matches(raw: bytes, bulk: list[Any] | None) -> bool:
     (what :func:`parse_lines_bulk` returns), unmodified. True exactly when the whole-file
     fast path of the verify ``files`` stage (``verification.completeness.jsonl_problem``)
     accepts ``raw``: a final newline, no CR, no blank or whitespace-only line, as many
-    records as lines, the sorted dump byte-equal to the joined lines, and no float token
+    records as lines, each line byte-equal to its record's sorted dump, and no float token
     orjson spells unlike Python. False means "not proven", never "not canonical".
     """
     if bulk is None or not raw.endswith(b"\n") or b"\r" in raw or raw.startswith(b"\n") or b"\n\n" in raw:
         return False
     if len(bulk) != raw.count(b"\n"):  # a whitespace-only line was skipped by the parse
         return False
-    joined = b"[" + raw[:-1].replace(b"\n", b",") + b"]"
-    fast = orjson.dumps(bulk, option=orjson.OPT_SORT_KEYS)
-    return fast == joined and b"0.0000" not in fast and not SHORT_NEG_EXPONENT.search(fast)
+    # One dump per record, joined by newlines: the line breaks must fall exactly between
+    # records. (Comparing one dump of the whole list with the lines joined by commas let a
+    # break moved inside a record pass: `{"a":1` + `"b":2},{"c":3}` is two records too.)
+    fast = b"\n".join(orjson.dumps(r, option=orjson.OPT_SORT_KEYS) for r in bulk) + b"\n"
+    return fast == raw and b"0.0000" not in fast and not SHORT_NEG_EXPONENT.search(fast)

@@ -53,3 +53,19 @@ def test_messages_name_the_line(line, message):
         parse_lines(raw, "f.jsonl", "thing", 1)
     assert str(err.value).startswith(message)
     assert parse_lines(b'{"a":1}\n', "f", "output", None) == [(1, {"a": 1})]  # unversioned records
+
+
+def test_a_line_break_moved_inside_a_record_is_not_proven_canonical() -> None:
+    # Two records either way, and the lines joined by commas equal the list's dump; only a
+    # per-line comparison sees that neither line is a JSON value.
+    import orjson
+
+    from batchsafe.core.jsonl import sorted_dump_matches
+
+    good = b'{"a":1,"b":2}\n{"c":3}\n'
+    assert sorted_dump_matches(good, orjson.loads(b'[{"a":1,"b":2},{"c":3}]'))
+    for bad in (b'{"a":1\n"b":2},{"c":3}\n', b'{"x":[{"a":1}\n{"b":2}]},{"c":3}\n'):
+        lines = [line for line in bad.splitlines() if line]
+        bulk = orjson.loads(b"[" + b",".join(lines) + b"]")
+        assert len(bulk) == len(lines) == 2
+        assert not sorted_dump_matches(bad, bulk)
