@@ -17,18 +17,23 @@ from pathlib import Path
 from typing import Any, Callable
 
 
-SYNC_1_2 = textwrap.dedent("""\
-    phases:
-      - id: p1
-        kind: batch_size
-        models: [smollm2-135m]
-        engine: vllm
-        tasks: [advbench_refusal, borderline]
-        dispatch: synchronized
-        axes: {batch_sizes: [1, 2]}
-    """)
-"""One synchronized phase at batch sizes 1 and 2 on the engine named vllm: the plan of the
-real-engine kill and Ctrl-C tests (the vllm_cpu spec's tasks and model)."""
+def sync_phase(engine: str) -> str:
+    """One synchronized phase at batch sizes 1 and 2 on ``engine``, with the vllm_cpu spec's
+    tasks and model: the plan of the real-engine kill and Ctrl-C tests."""
+    return textwrap.dedent(f"""\
+        phases:
+          - id: p1
+            kind: batch_size
+            models: [smollm2-135m]
+            engine: {engine}
+            tasks: [advbench_refusal, borderline]
+            dispatch: synchronized
+            axes: {{batch_sizes: [1, 2]}}
+        """)
+
+
+SYNC_1_2 = sync_phase("vllm")
+"""The phase on the engine named vllm (the vLLM process, container and offline tests)."""
 
 
 def start_run(plan: Any, tmp_path: Path, after_groups: int = 2, wait_s: float = 400,

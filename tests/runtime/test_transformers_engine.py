@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch  # the torch extra: make setup installs it; a missing install fails here, it is not skipped
 import pytest
+from interrupt_run import sync_phase
 
 from batchsafe.runtime.engine import EngineError, GenRequest
 from batchsafe.runtime.engines import transformers_batch as tb
@@ -178,16 +179,7 @@ def test_variant_flags():
 # --- the spec path: compile, a real `batchsafe run` killed with SIGKILL, --resume ------------
 
 REPO = Path(__file__).resolve().parents[2]
-SMALL_PHASES = """\
-phases:
-  - id: p1
-    kind: batch_size
-    models: [smollm2-135m]
-    engine: hf
-    tasks: [advbench_refusal, borderline]
-    dispatch: synchronized
-    axes: {batch_sizes: [1, 2]}
-"""
+SMALL_PHASES = sync_phase("hf")
 
 
 def small_spec(tmp_path: Path) -> Path:
