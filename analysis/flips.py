@@ -33,6 +33,7 @@ from batchsafe.core.errors import BatchsafeError
 from batchsafe.core.atomic import atomic_write
 
 from collections.abc import Iterable, Mapping, Sequence
+from operator import attrgetter
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -100,6 +101,10 @@ def flip_registry(scored: Sequence[ScoredSample],
             raise RecordError(f"sample {r.sample} appears twice in the scored records")
         by_id[r.sample] = r
     sha = outputs_by_sample_sha or {}
+    # Per-row cost matters at 10^5 rows: attrgetter reads the compared fields in one C
+    # call, and the direction family depends only on (scorer, domain, both labels).
+    same_item = attrgetter("prompt", "model", "scorer", "task", "domain")
+    families: dict[tuple[str, str, str, str], str] = {}
     rows: list[FlipRow] = []
     for r in scored:
         if r.baseline is None:
@@ -109,24 +114,35 @@ def flip_registry(scored: Sequence[ScoredSample],
             raise RecordError(f"baseline {r.baseline} of sample {r.sample} is not among the scored records")
         if b.baseline is not None:
             raise RecordError(f"baseline {b.sample} of sample {r.sample} is itself compared with {b.baseline}")
-        if (b.prompt, b.model, b.scorer, b.task, b.domain) != (r.prompt, r.model, r.scorer, r.task, r.domain):
+        if same_item(b) != same_item(r):
             for field in ("prompt", "model", "scorer", "task", "domain"):
                 if getattr(b, field) != getattr(r, field):
                     raise RecordError(f"sample {r.sample} and its baseline {b.sample} differ in {field}: "
                                       f"{getattr(r, field)!r} vs {getattr(b, field)!r}")
-        identical = sha.get(r.sample, r.output_sha256) == sha.get(b.sample, b.output_sha256)
-        if identical and (r.label != b.label or r.score != b.score):
+        if sha:
+            identical = sha.get(r.sample, r.output_sha256) == sha.get(b.sample, b.output_sha256)
+        else:
+            identical = r.output_sha256 == b.output_sha256
+        label, b_label, score, b_score = r.label, b.label, r.score, b.score
+        if identical and (label != b_label or score != b_score):
             raise RecordError(f"sample {r.sample} is byte-identical to its baseline {b.sample} but scored "
-                              f"{r.score} {r.label!r} vs {b.score} {b.label!r}: records are inconsistent")
-        flipped = r.label != b.label
-        fam = family(r.scorer, r.domain, (r.label, b.label))
+                              f"{score} {label!r} vs {b_score} {b_label!r}: records are inconsistent")
+        flipped = label != b_label
+        if flipped:
+            fkey = (r.scorer, r.domain, label, b_label)
+            fam = families.get(fkey)
+            if fam is None:
+                fam = families[fkey] = family(*fkey[:2], fkey[2:])
+            direction = direction_of(fam, b_score, score, True)
+        else:
+            direction = "none"
         # Every field comes from validated ScoredSample records or is computed here, so the
         # row is built without re-validation (a third of the registry's time at 31k samples).
         rows.append(construct(FlipRow,
             schema_version=FLIP_SCHEMA_VERSION, sample=r.sample, baseline=b.sample, phase=r.phase,
             phase_kind=r.phase_kind, model=r.model, task=r.task, domain=r.domain, condition=r.condition,
-            prompt=r.prompt, identical=identical, baseline_score=b.score, score=r.score, baseline_label=b.label,
-            label=r.label, flipped=flipped, direction=direction_of(fam, b.score, r.score, flipped)))
+            prompt=r.prompt, identical=identical, baseline_score=b_score, score=score, baseline_label=b_label,
+            label=label, flipped=flipped, direction=direction))
     return rows
 
 
