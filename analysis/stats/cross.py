@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ._groups import groups
 from ._num import level_sort, skey
 from .effects import cohens_d, linregress
 
@@ -41,26 +42,40 @@ def latency_block(sd: pd.DataFrame, fl: pd.DataFrame, axis: str) -> dict[str, An
         return None
     numeric = axis in NUMERIC_AXES
     out: dict[str, Any] = {"axis": axis, "unit": "s", "by_model": {}}
-    flip_of = fl.set_index("sample")["flipped"] if len(fl) else pd.Series(dtype=bool)
-    for m, g in lat.groupby("model"):
-        by = g.groupby(axis)["latency_s"].agg(["mean", "count"])
-        levels = level_sort(by.index)
+    # One pandas groupby for every model's level means (its summation, bit for bit), and
+    # numpy row positions per model instead of a sub-frame, isin and reindex per model.
+    cells = lat.groupby(["model", axis])["latency_s"].agg(["mean", "count"])
+    cell_of = {key: (mean, int(n)) for key, (mean, n) in zip(cells.index, cells.to_numpy())}
+    values = lat["latency_s"].to_numpy(float)
+    domain = lat["domain"].to_numpy()
+    levels_of: dict[Any, list[Any]] = {}
+    for m, lv in cells.index:
+        levels_of.setdefault(m, []).append(lv)
+    flipped_at = None
+    if len(fl):
+        # The sample ids of a phase's flip rows are unique (reindex below relied on it).
+        pos = pd.Index(fl["sample"]).get_indexer(lat["sample"])
+        flipped_at = (pos, fl["flipped"].to_numpy(bool))
+    for m, rows in groups(lat["model"]):
+        levels = level_sort(levels_of.get(m, []))
+        means = {lv: cell_of[(m, lv)][0] for lv in levels}
         row: dict[str, Any] = {"by_level": {
-            skey(lv): {"mean_s": float(by.loc[lv, "mean"]), "n": int(by.loc[lv, "count"])} for lv in levels}}
+            skey(lv): {"mean_s": float(means[lv]), "n": cell_of[(m, lv)][1]} for lv in levels}}
         if numeric and len(levels) >= 2:
             xs = np.array([float(v) for v in levels])
-            row["slope"] = linregress(xs, by.loc[levels, "mean"].to_numpy(float))
+            row["slope"] = linregress(xs, np.array([means[lv] for lv in levels], dtype=float))
         if axis == "batch_size":
-            row["throughput_per_s"] = {skey(lv): (float(lv) / float(by.loc[lv, "mean"]) if by.loc[lv, "mean"] > 0
-                                                  else None) for lv in levels}
-        s = g.loc[g["domain"] == "safety", "latency_s"].to_numpy(float)
-        c = g.loc[g["domain"] == "capability", "latency_s"].to_numpy(float)
+            row["throughput_per_s"] = {skey(lv): (float(lv) / float(means[lv]) if means[lv] > 0 else None)
+                                       for lv in levels}
+        dm, vm = domain[rows], values[rows]
+        s, c = vm[dm == "safety"], vm[dm == "capability"]
         if len(s) and len(c):
             row["safety_vs_capability"] = cohens_d(s, c)
-        if len(flip_of):
-            f = g[g["sample"].isin(flip_of.index)]
-            flipped = flip_of.reindex(f["sample"]).to_numpy(bool)
-            lf = f["latency_s"].to_numpy(float)
+        if flipped_at is not None:
+            pos, flags = flipped_at
+            pm = pos[rows]
+            has = pm >= 0
+            flipped, lf = flags[pm[has]], vm[has]
             if flipped.any() and (~flipped).any():
                 row["flipped_vs_stable"] = cohens_d(lf[flipped], lf[~flipped])
         out["by_model"][m] = row
