@@ -30,7 +30,7 @@ from batchsafe.analysis.flips import FLIP_SCHEMA_VERSION, RecordError, read_flip
 from batchsafe.analysis.records import SCORED_SCHEMA_VERSION, FlipRow, ScoredSample
 from batchsafe.core import layout
 from batchsafe.core.canonical import canonical_bytes
-from batchsafe.core.jsonl import JsonLineError, parse_lines_bulk, sorted_dump_matches
+from batchsafe.core.jsonl import JsonLineError, parse_lines_bulk
 from batchsafe.bundles.manifest import DEFAULT_MAX_JSON_DEPTH, json_depth_exceeds
 from batchsafe.compiler.plan import Plan, PlanError, plan_from_bytes
 
@@ -138,9 +138,9 @@ def _json_object(ctx: Context, name: str, st: Stage) -> dict[str, Any] | None:
 
 
 def _parse(ctx: Context, raw: bytes, name: str, what: str, current: int | None) -> list[tuple[int, dict[str, Any]]]:
-    """``parse_lines``; notes in ``ctx.canonical`` whether the one-call parse proves the file canonical."""
-    rows, bulk = parse_lines_bulk(raw, name, what, current)
-    if sorted_dump_matches(raw, bulk):  # before any stage can touch the records
+    """``parse_lines``; notes in ``ctx.canonical`` whether the parse proves the file canonical."""
+    rows, canonical = parse_lines_bulk(raw, name, what, current)  # proven before any stage can touch the records
+    if canonical:
         ctx.canonical.add(name)
     return rows
 
@@ -151,6 +151,9 @@ def _outputs(raw: bytes, st: Stage, ctx: Context) -> list[dict[str, Any]] | None
     except JsonLineError as exc:
         st.fail(str(exc))
         return None
+    if all(type(r.get("sample")) is str and type(r.get("prompt")) is str and type(r.get("group")) is str
+           and type(r.get("position")) is int and type(r.get("text")) is str for _, r in rows):
+        return [rec for _, rec in rows]  # the usual file, in one pass; the loop below names the first bad field
     for n, rec in rows:
         for key, typ in OUTPUT_FIELDS.items():
             if not isinstance(rec.get(key), typ) or isinstance(rec.get(key), bool):

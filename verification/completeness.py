@@ -31,7 +31,7 @@ import orjson
 
 from batchsafe.core import layout
 from batchsafe.core.canonical import canonical_bytes_of_parsed
-from batchsafe.core.jsonl import SHORT_NEG_EXPONENT
+from batchsafe.core.jsonl import SHORT_NEG_EXPONENT, plain_layout, sorted_dump_matches
 
 from .checks import FILLERS, FLIPS, OUTPUTS, PLAN, REPORT, SCORES, STATS, TARGETS, Context
 from .report import Stage
@@ -137,6 +137,7 @@ def check_files(ctx: Context, *, strict: bool = False, stats: dict[str, Any] | N
                 st.fail(f"{name}: not checked by any stage (--strict)")
         else:
             st.fail(f"{name}: listed in the manifest, but no verify stage knows this file")
+    fillers = _filler_rows(ctx) if plan is not None and ctx.usable(FILLERS) else None
     for name in sorted(n for n in ctx.src.names if n.endswith(".jsonl")):
         if ctx.usable(name):
             problem = jsonl_problem(ctx.src.read(name), name, canonical=name in CANONICAL_JSONL,
@@ -146,7 +147,7 @@ def check_files(ctx: Context, *, strict: bool = False, stats: dict[str, Any] | N
     if plan is not None and ctx.outputs is not None:
         _check_output_records(ctx, st)
     if plan is not None and ctx.usable(FILLERS):
-        _check_fillers(ctx, st)
+        _check_fillers(ctx, st, fillers)
     elif plan is not None and any(m.sample is None for g in plan.groups for m in g.members) \
             and ctx.src.has(OUTPUTS) and not ctx.src.has(FILLERS):
         st.fail(f"{FILLERS}: missing, but the plan's groups have filler members")
@@ -163,13 +164,14 @@ def _check_output_records(ctx: Context, st: Stage) -> None:
     """Fields of each output record that the plan decides (phase, model, condition, ...) are the plan's.
 
     Coverage checks prompt, group and position; the other plan-derived fields would
-    otherwise be free text a forger could change without any stage noticing.
+    otherwise be free text a forger could change without any stage noticing. A key a
+    record lacks (older runs) is not compared.
     """
     plan = ctx.plan
     assert plan is not None and ctx.outputs is not None
     samples = {s.id: s for s in plan.samples}
     groups = {g.id: g for g in plan.groups}
-    per_group: dict[str, tuple[tuple[str, Any], ...]] = {}
+    per_group: dict[str, tuple[Any, ...]] = {}  # group id -> (engine, condition, members, filler positions)
     for n, rec in enumerate(ctx.outputs, 1):
         if not rec.keys() <= OUTPUT_KEYS:
             extra = sorted(set(rec) - OUTPUT_KEYS)
@@ -181,31 +183,60 @@ def _check_output_records(ctx: Context, st: Stage) -> None:
         want = per_group.get(g.id)
         if want is None:
             want = per_group[g.id] = (
-                ("engine", g.engine), ("condition", g.condition.model_dump(mode="json")),
-                ("group_members", [m.prompt for m in g.members]),
-                ("filler_positions", [i for i, m in enumerate(g.members) if m.sample is None]))
-        for key, value in (("phase", s.phase), ("model", s.model), *want):
-            if key in rec and rec[key] != value:
-                st.fail(f"{OUTPUTS}: sample {s.id}: {key} recorded {str(rec[key])[:60]}, the plan says {str(value)[:60]}")
-        for key in ("prompt_tokens", "completion_tokens"):
-            v = rec.get(key)
-            if key in rec and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
-                st.fail(f"{OUTPUTS}: sample {s.id}: {key} is not a token count ({str(v)[:40]})")
+                g.engine, g.condition.model_dump(mode="json"), [m.prompt for m in g.members],
+                [i for i, m in enumerate(g.members) if m.sample is None])
+        # One tuple comparison per record (an absent key stands in as the plan's value);
+        # only a record that differs is walked key by key, for the message.
+        got = (rec.get("phase", s.phase), rec.get("model", s.model), rec.get("engine", want[0]),
+               rec.get("condition", want[1]), rec.get("group_members", want[2]), rec.get("filler_positions", want[3]))
+        if got != (s.phase, s.model, *want):
+            for key, value in zip(_PLAN_DECIDED, (s.phase, s.model, *want)):
+                if key in rec and rec[key] != value:
+                    st.fail(f"{OUTPUTS}: sample {s.id}: {key} recorded {str(rec[key])[:60]}, "
+                            f"the plan says {str(value)[:60]}")
+        pt, ct = rec.get("prompt_tokens", 0), rec.get("completion_tokens", 0)
+        if not (type(pt) is int and pt >= 0 and type(ct) is int and ct >= 0):  # noqa: E721 (bool is no count)
+            for key in ("prompt_tokens", "completion_tokens"):
+                v = rec.get(key)
+                if key in rec and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
+                    st.fail(f"{OUTPUTS}: sample {s.id}: {key} is not a token count ({str(v)[:40]})")
         if "finish_reason" in rec and not isinstance(rec["finish_reason"], str):
             st.fail(f"{OUTPUTS}: sample {s.id}: finish_reason is not a string")
 
 
-def _check_fillers(ctx: Context, st: Stage) -> None:
-    """One filler record per filler member of the plan's groups, where the group says, in plan order."""
-    plan = ctx.plan
-    assert plan is not None
+_PLAN_DECIDED = ("phase", "model", "engine", "condition", "group_members", "filler_positions")
+"""Output record keys whose values the plan decides, in the order ``_check_output_records`` compares them."""
+
+
+def _filler_rows(ctx: Context) -> list[Any] | None:
+    """The values of fillers.jsonl's lines (None: not JSON lines); notes in ``ctx.canonical`` a proven-canonical file.
+
+    A file of plain layout is parsed line by line and proven canonical by the same parse
+    (``core.jsonl.sorted_dump_matches``), so the JSON-lines check need not parse it again.
+    """
     raw = ctx.src.read(FILLERS)
+    if plain_layout(raw):
+        try:
+            rows = list(map(orjson.loads, raw.split(b"\n")[:-1]))
+        except orjson.JSONDecodeError:
+            rows = None
+        if rows is not None:
+            if sorted_dump_matches(raw, rows):
+                ctx.canonical.add(FILLERS)
+            return rows
     lines = [x for x in raw.splitlines() if x.strip()]
     try:
         rows = orjson.loads(b"[" + b",".join(lines) + b"]")  # one call: per-line parsing is most of the cost
-        if len(rows) != len(lines):
-            raise orjson.JSONDecodeError("a line holds more than one value", "", 0)
     except orjson.JSONDecodeError:
+        return None
+    return rows if len(rows) == len(lines) else None  # `1, 2` on one line parses as two values
+
+
+def _check_fillers(ctx: Context, st: Stage, rows: list[Any] | None) -> None:
+    """One filler record per filler member of the plan's groups, where the group says, in plan order."""
+    plan = ctx.plan
+    assert plan is not None
+    if rows is None:
         st.fail(f"{FILLERS}: not JSON lines")
         return
     expected = [(g, i, m) for g in sorted(plan.groups, key=lambda g: g.index)
@@ -218,8 +249,8 @@ def _check_fillers(ctx: Context, st: Stage) -> None:
         if not isinstance(r, dict):
             st.fail(f"{FILLERS}:{n}: not a JSON object")
             continue
-        keys = set(r)
-        if keys != FILLER_KEYS:
+        if r.keys() != FILLER_KEYS:  # a set comparison without building a set per record
+            keys = set(r)
             extra, missing = sorted(keys - FILLER_KEYS), sorted(FILLER_KEYS - keys)
             st.fail(f"{FILLERS}:{n}: keys differ from a filler record's"
                     + (f"; unexpected {', '.join(map(str, extra))[:80]}" if extra else "")

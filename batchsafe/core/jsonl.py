@@ -2,9 +2,11 @@
 each (for versioned formats) with a ``schema_version`` this batchsafe understands.
 
 Every problem is a ``JsonLineError`` whose message starts with ``<where>:<line>:``; callers
-re-raise it as their own error class. ``parse_lines`` parses a whole file in one orjson call
-when it can (most of the cost at 30k lines is per-call overhead and the cyclic GC) and
-falls back to line by line only to name the first bad line.
+re-raise it as their own error class. ``parse_lines`` splits a well-formed file at its
+line feeds and parses each line with one orjson call (no copy of the file into one array
+text); a file with CR, blank or unparsable lines goes the general way, which names the
+first bad line. The same parse proves a file canonical with one dump of all its records
+(``sorted_dump_matches``), which the verify stages use instead of a dump per line.
 """
 
 from __future__ import annotations
@@ -54,43 +56,74 @@ def parse_lines(raw: bytes, where: str, what: str, current: int | None) -> list[
 
 
 def parse_lines_bulk(raw: bytes, where: str, what: str,
-                     current: int | None) -> tuple[list[tuple[int, dict[str, Any]]], list[Any] | None]:
-    """``parse_lines`` plus the one-call parse of the joined lines it used (None: it went line by line).
+                     current: int | None) -> tuple[list[tuple[int, dict[str, Any]]], bool]:
+    """``parse_lines`` plus whether the same parse proves ``raw`` canonical (:func:`sorted_dump_matches`).
 
-    The second value is what :func:`sorted_dump_matches` needs to prove the file canonical
-    without parsing it again.
+    The common file (LF endings, no blank line, every line one JSON value) is parsed line
+    by line with one orjson call per line and proven canonical with one dump of the whole
+    list; anything else takes the general path, which names the first bad line.
     """
     try:
         raw.decode("utf-8")
     except UnicodeDecodeError as exc:  # orjson would say "surrogates not allowed" or similar
         line = raw.count(b"\n", 0, exc.start) + 1
         raise JsonLineError(f"{where}:{line}: invalid UTF-8 at byte {exc.start}") from None
+    if plain_layout(raw):
+        lines = raw.split(b"\n")
+        lines.pop()  # the empty string after the final newline
+        try:
+            records = list(map(orjson.loads, lines))
+        except orjson.JSONDecodeError:
+            records = None  # the general path names the line
+        if records is not None:
+            return _checked(records, where, what, current), _dump_matches(raw, records)
     numbered = [(n, line) for n, line in enumerate(raw.splitlines(), 1) if line.strip()]
-    try:
-        bulk = orjson.loads(b"[" + b",".join(line for _, line in numbered) + b"]")
-    except orjson.JSONDecodeError:
-        bulk = None
-    if bulk is not None and len(bulk) == len(numbered):  # `1, 2` on one line would parse as two items
-        return [(n, check_record(obj, where, n, what, current)) for (n, _), obj in zip(numbered, bulk)], bulk
-    return [(n, parse_line(line, where, n, what, current)) for n, line in numbered], None
+    return [(n, parse_line(line, where, n, what, current)) for n, line in numbered], False
 
 
-def sorted_dump_matches(raw: bytes, bulk: list[Any] | None) -> bool:
-    """Whether every line of ``raw`` is orjson's sorted dump of its record, ``bulk`` being the parse of the lines.
+def plain_layout(raw: bytes) -> bool:
+    """LF line ends only, a final newline, no empty line (whitespace-only lines fail to parse later)."""
+    return raw.endswith(b"\n") and b"\r" not in raw and not raw.startswith(b"\n") and b"\n\n" not in raw
 
-    ``bulk`` must be ``orjson.loads(b"[" + b",".join(lines) + b"]")`` of the non-blank lines
-    (what :func:`parse_lines_bulk` returns), unmodified. True exactly when the whole-file
-    fast path of the verify ``files`` stage (``verification.completeness.jsonl_problem``)
-    accepts ``raw``: a final newline, no CR, no blank or whitespace-only line, as many
-    records as lines, each line byte-equal to its record's sorted dump, and no float token
+
+def _checked(records: list[Any], where: str, what: str, current: int | None) -> list[tuple[int, dict[str, Any]]]:
+    """(line number, record) of the records of consecutive lines, each checked by ``check_record``."""
+    # The usual file is all objects at the current version: one pass without a call per record.
+    if current is None:
+        ok = all(type(r) is dict for r in records)
+    else:
+        ok = all(type(r) is dict and type(r.get("schema_version")) is int and 1 <= r["schema_version"] <= current
+                 for r in records)
+    if ok:
+        return list(enumerate(records, 1))
+    return [(n, check_record(obj, where, n, what, current)) for n, obj in enumerate(records, 1)]
+
+
+def sorted_dump_matches(raw: bytes, records: list[Any]) -> bool:
+    """Whether every line of ``raw`` is orjson's sorted dump of its record: ``raw`` is canonical JSON lines.
+
+    ``records`` must be the per-line parses of ``raw``'s lines (``orjson.loads`` of each
+    line of ``raw.split(b"\\n")[:-1]``), unmodified. Then one dump of the whole list
+    suffices: it is ``[`` + the records' dumps joined by ``,`` + ``]``, and if that equals
+    ``[`` + the lines joined by ``,`` + ``]``, each line equals its record's dump, because
+    at the first line that differed, one of the two would be a proper prefix of the other
+    while both are complete JSON values starting at the same byte (the line was parsed
+    alone; the dump is one value), and a complete JSON object has no proper prefix that is
+    one. True also requires a final newline, no CR, no blank line, and no float token
     orjson spells unlike Python. False means "not proven", never "not canonical".
     """
-    if bulk is None or not raw.endswith(b"\n") or b"\r" in raw or raw.startswith(b"\n") or b"\n\n" in raw:
+    return plain_layout(raw) and _dump_matches(raw, records)
+
+
+def _dump_matches(raw: bytes, records: list[Any]) -> bool:
+    """:func:`sorted_dump_matches` for a ``raw`` already known to have the plain layout."""
+    if len(records) != raw.count(b"\n"):
         return False
-    if len(bulk) != raw.count(b"\n"):  # a whitespace-only line was skipped by the parse
+    if not all(type(r) is dict for r in records):  # the prefix argument needs objects (`1` is a prefix of `12`)
         return False
-    # One dump per record, joined by newlines: the line breaks must fall exactly between
-    # records. (Comparing one dump of the whole list with the lines joined by commas let a
-    # break moved inside a record pass: `{"a":1` + `"b":2},{"c":3}` is two records too.)
-    fast = b"\n".join(orjson.dumps(r, option=orjson.OPT_SORT_KEYS) for r in bulk) + b"\n"
-    return fast == raw and b"0.0000" not in fast and not SHORT_NEG_EXPONENT.search(fast)
+    try:
+        whole = orjson.dumps(records, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError:
+        return False
+    return (whole == b"[" + raw[:-1].replace(b"\n", b",") + b"]" and b"0.0000" not in whole
+            and not SHORT_NEG_EXPONENT.search(whole))

@@ -57,15 +57,42 @@ def test_messages_name_the_line(line, message):
 
 def test_a_line_break_moved_inside_a_record_is_not_proven_canonical() -> None:
     # Two records either way, and the lines joined by commas equal the list's dump; only a
-    # per-line comparison sees that neither line is a JSON value.
+    # per-line parse sees that neither line is a JSON value.
     import orjson
 
-    from batchsafe.core.jsonl import sorted_dump_matches
+    from batchsafe.core.jsonl import parse_lines_bulk, sorted_dump_matches
 
     good = b'{"a":1,"b":2}\n{"c":3}\n'
-    assert sorted_dump_matches(good, orjson.loads(b'[{"a":1,"b":2},{"c":3}]'))
+    assert parse_lines_bulk(good, "f", "thing", None) == ([(1, {"a": 1, "b": 2}), (2, {"c": 3})], True)
+    assert sorted_dump_matches(good, [{"a": 1, "b": 2}, {"c": 3}])
     for bad in (b'{"a":1\n"b":2},{"c":3}\n', b'{"x":[{"a":1}\n{"b":2}]},{"c":3}\n'):
         lines = [line for line in bad.splitlines() if line]
-        bulk = orjson.loads(b"[" + b",".join(lines) + b"]")
-        assert len(bulk) == len(lines) == 2
-        assert not sorted_dump_matches(bad, bulk)
+        assert len(orjson.loads(b"[" + b",".join(lines) + b"]")) == len(lines) == 2
+        with pytest.raises(JsonLineError, match="f:1: not JSON"):
+            parse_lines_bulk(bad, "f", "thing", None)
+
+
+@given(st.lists(records, max_size=6), st.sampled_from([b"", b" ", b"\r", b"\n", b"\t"]),
+       st.sampled_from(["sorted", "unsorted", "spaced"]), st.integers(0, 6))
+def test_proven_canonical_exactly_when_every_line_is_its_canonical_dump(rows, junk, layout, at):
+    """The one-dump proof agrees with dumping each line on its own (the definition)."""
+    import orjson
+
+    from batchsafe.core.canonical import canonical_bytes
+    from batchsafe.core.jsonl import parse_lines_bulk
+
+    def dump(r):
+        if layout == "spaced":
+            return json.dumps(r, sort_keys=True).encode()
+        return json.dumps(r, sort_keys=layout == "sorted", separators=(",", ":"), ensure_ascii=False).encode()
+
+    lines = [dump(r) for r in rows]
+    raw = b"\n".join(lines) + b"\n" if lines else b""
+    raw = raw[:at] + junk + raw[at:]
+    try:
+        parsed, proven = parse_lines_bulk(raw, "f", "thing", 1)
+    except JsonLineError:
+        return
+    exact = (raw.endswith(b"\n") and b"\r" not in raw and
+             all(line and canonical_bytes(orjson.loads(line)) == line + b"\n" for line in raw.split(b"\n")[:-1]))
+    assert proven == exact, raw
