@@ -117,7 +117,7 @@ def score_run(plan: Plan, outputs: Mapping[str, Mapping[str, Any]], *, timings: 
     timings = timings or {}
     # Scores are pure functions of (scorer, text, prompt meta); most non-baseline outputs
     # repeat their baseline's text, so caching roughly halves the scoring time.
-    cache: dict[tuple[str, str, str], tuple[float, str]] = {}
+    cache: dict[tuple[str, str, str], tuple[float, str, str]] = {}
     scored: list[ScoredSample] = []
     for s in plan.samples:
         rec = outputs.get(s.id)
@@ -138,14 +138,15 @@ def score_run(plan: Plan, outputs: Mapping[str, Mapping[str, Any]], *, timings: 
                 sc = get_scorer(ref)(text, prompt.meta)
             except Exception as exc:  # re-raised with the sample that caused it
                 raise ScoringError(f"sample {s.id} (prompt {s.prompt}, scorer {ref}): {exc}") from exc
-            hit = cache[key] = _checked(ref, float(sc.value), sc.label)
+            # The text's digest rides along: equal texts, one sha256 (0.1 s of 31k samples' scoring).
+            hit = cache[key] = (*_checked(ref, float(sc.value), sc.label), output_sha256(text))
         # Every other field comes from the validated plan or is computed here, so the record
         # is built without re-validation (a third of the scoring time at 30k samples).
         scored.append(construct(
             ScoredSample, schema_version=SCORED_SCHEMA_VERSION, sample=s.id, phase=s.phase,
             phase_kind=kinds[s.phase], model=s.model, task=prompt.task, domain=prompt.domain,
             condition=s.condition, prompt=s.prompt, baseline=s.baseline, scorer=ref, score=hit[0],
-            label=hit[1], output_sha256=output_sha256(text), latency_s=timings.get(s.group)))
+            label=hit[1], output_sha256=hit[2], latency_s=timings.get(s.group)))
     return scored
 
 
