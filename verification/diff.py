@@ -20,6 +20,7 @@ whose bytes are the same in A and B is parsed once.
 from __future__ import annotations
 
 from collections import defaultdict
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -27,6 +28,7 @@ import orjson
 from batchsafe.compiler.plan import plan_from_bytes
 from batchsafe.compiler.plandiff import diff_plans
 from batchsafe.core import layout
+from batchsafe.core.gcpause import with_gc_paused
 
 from .diff_gates import (
     GateError,
@@ -58,8 +60,9 @@ from .diff_models import (
     ValueChange,
 )
 from .diff_paths import flatten, format_path, is_number
-from .diff_read import PLAN, Conditions, DiffError, Key, SideData
+from .diff_read import FLIPS, PLAN, SCORES, Conditions, DiffError, Key, SideData
 from .diff_render import render_diff
+from .diff_tally import tally_flips, tally_outputs
 from .source import BundleSource
 
 __all__ = ["BundleDiff", "DiffError", "Gate", "GateError", "GateResult", "GateSyntaxError", "UnknownMetricError",
@@ -72,7 +75,10 @@ MAX_DISAGREEMENTS = 5000
 """Disagreeing flip rows listed (all are counted)."""
 STATS_TOLERANCE = 1e-12
 
+_TASK_SCORER = itemgetter(4, 3)  # of a scores value: sample, output_sha256, label, scorer, task
 
+
+@with_gc_paused  # ~10^6 tuples and strings built, no cycles: the collector's passes were pure cost
 def diff_bundles(a: BundleSource, b: BundleSource) -> BundleDiff:
     """Compare bundle A with bundle B (see the module docstring).
 
@@ -83,8 +89,8 @@ def diff_bundles(a: BundleSource, b: BundleSource) -> BundleDiff:
     cache: dict[Any, Any] = {}
     da, db = SideData(a, "A", conds, cache), SideData(b, "B", conds, cache)
     setup, hashes = _setup(da, db)
-    outputs = _outputs(da.scores, db.scores, conds.labels)
-    flips = _flips(da.flips, db.flips, conds.labels)
+    outputs = _outputs(da.scores, db.scores, conds.labels, db.diffs.get(SCORES))
+    flips = _flips(da.flips, db.flips, conds.labels, db.diffs.get(FLIPS))
     stats_a, stats_b = _numeric_leaves(da.stats), _numeric_leaves(db.stats)
     diff = BundleDiff(
         a=_side(da, hashes[0]), b=_side(db, hashes[1]), same_bundle=a.bundle_id == b.bundle_id,
@@ -167,7 +173,7 @@ def _setup(da: SideData, db: SideData) -> tuple[SetupDiff, tuple[str | None, str
 def _scorers(sa: dict[Key, tuple[Any, ...]], sb: dict[Key, tuple[Any, ...]]) -> list[ScorerChange]:
     def by_task(index: dict[Key, tuple[Any, ...]]) -> dict[str, set[str]]:
         out: dict[str, set[str]] = defaultdict(set)
-        for task, scorer in {(v[4], v[3]) for v in index.values()}:
+        for task, scorer in set(map(_TASK_SCORER, index.values())):
             out[str(task)].add(str(scorer))
         return out
 
@@ -200,27 +206,8 @@ def _environment(ea: dict[str, Any] | None, eb: dict[str, Any] | None) -> Enviro
 
 
 def _outputs(sa: dict[Key, tuple[Any, ...]], sb: dict[Key, tuple[Any, ...]],
-             labels: dict[tuple[Any, ...], str]) -> OutputsDiff:
-    # cell (phase, condition label) -> [matched, identical, labels_changed, only_a, only_b]
-    cells: dict[tuple[str, str], list[int]] = {}
-    new = [0, 0, 0, 0, 0].copy
-    for key, va in sa.items():
-        ck = (key[0], labels[key[3]])
-        cell = cells.get(ck) or cells.setdefault(ck, new())
-        vb = sb.get(key)
-        if vb is None:
-            cell[3] += 1
-            continue
-        cell[0] += 1
-        if va[1] == vb[1]:
-            cell[1] += 1
-        if va[2] != vb[2]:
-            cell[2] += 1
-    if sb is not sa:
-        for key in sb:  # B's file order, so cells first seen in B come out in a stable order
-            if key not in sa:
-                ck = (key[0], labels[key[3]])
-                (cells.get(ck) or cells.setdefault(ck, new()))[4] += 1
+             labels: dict[tuple[Any, ...], str], diffs: list[int] | None) -> OutputsDiff:
+    cells = tally_outputs(sa, sb, labels, diffs)
     rows = []
     tot = [0, 0, 0, 0, 0]
     for ck, c in cells.items():
@@ -238,47 +225,9 @@ def _rate(k: int, n: int) -> float | None:
 # --- flips ------------------------------------------------------------------------------
 
 
-def _verdict(v: tuple[Any, ...]) -> str:
-    # v: sample, flipped, direction, baseline_label, label, task
-    return f"{v[3]} -> {v[4]} ({v[2]})" if v[1] else f"{v[4]} (no flip)"
-
-
 def _flips(fa: dict[Key, tuple[Any, ...]], fb: dict[Key, tuple[Any, ...]],
-           labels: dict[tuple[Any, ...], str]) -> FlipsDiff:
-    # cell (phase, model, condition label) -> [matched, agree, both_flipped, direction, only_a, only_b]
-    cells: dict[tuple[Any, Any, str], list[int]] = {}
-    new = [0, 0, 0, 0, 0, 0].copy
-    disagreements: list[FlipDisagreement] = []
-    n_dis = 0
-    rows_only_a = 0
-    for key, va in fa.items():
-        vb = fb.get(key)
-        if vb is None:
-            rows_only_a += 1
-            continue
-        ck = (key[0], key[1], labels[key[3]])
-        cell = cells.get(ck) or cells.setdefault(ck, new())
-        cell[0] += 1
-        flipped_a = bool(va[1])
-        if flipped_a != bool(vb[1]):
-            kind = "only_a" if flipped_a else "only_b"
-            cell[4 if flipped_a else 5] += 1
-        elif not flipped_a:
-            cell[1] += 1
-            continue
-        elif va[2] == vb[2]:
-            cell[1] += 1
-            cell[2] += 1
-            continue
-        else:
-            kind = "direction"
-            cell[3] += 1
-        n_dis += 1
-        if len(disagreements) < MAX_DISAGREEMENTS:
-            disagreements.append(FlipDisagreement(
-                kind=kind, phase=str(key[0]), model=str(key[1]), condition=ck[2], prompt=str(key[2]),
-                task=str(va[5]), sample_a=str(va[0]), sample_b=str(vb[0]), a=_verdict(va), b=_verdict(vb)))
-    rows_only_b = sum(1 for k in fb if k not in fa) if fb is not fa else 0
+           labels: dict[tuple[Any, ...], str], diffs: list[int] | None) -> FlipsDiff:
+    cells, disagreements, n_dis, rows_only_a, rows_only_b = tally_flips(fa, fb, labels, diffs, MAX_DISAGREEMENTS)
     groups: dict[str, dict[tuple[Any, ...], list[int]]] = {"by_model": {}, "by_model_condition": {},
                                                             "by_phase": {}, "by_cell": {}}
     total = [0] * 6

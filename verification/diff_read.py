@@ -26,6 +26,7 @@ from batchsafe.core.jsonl import JsonLineError, parse_line
 from batchsafe.bundles.manifest import BundleError
 from batchsafe.compiler.plan import Condition
 
+from .diff_bulk import Rows, aligned_rows, bulk_rows
 from .source import BundleSource
 
 SCORES, FLIPS, STATS, ENVIRONMENT, PLAN = layout.SCORES, layout.FLIPS, layout.STATS, layout.ENVIRONMENT, layout.PLAN
@@ -85,7 +86,12 @@ class LineCache:
                  volatile: str | None = None) -> None:
         self.what, self.current, self.conds = what, current, conds
         self.pick = itemgetter(*fields)
+        self.cond_fields = COND_FIELDS
         self.lines: dict[bytes, tuple[Key, tuple[Any, ...]]] = {}
+        """Parsed lines of the line-by-line path (the column-wise path compares B with A by position)."""
+        self.prev: tuple[list[bytes], Rows] | None = None
+        self.diffs: list[int] | None = None
+        """After B was read against A: positions of B's lines that were not A's line there."""
         # A numeric field that differs between any two runs (latency) and that the diff does
         # not read: cut from the lines (as written, canonical: a number or null between ','
         # and ',' or '}') so that the rest can match byte for byte. One C pass over the file.
@@ -108,7 +114,30 @@ class LineCache:
             raise DiffError(f"{where}:{n}: sample {r.get('sample')!r}: {exc}") from None
 
     def index(self, raw: bytes, where: str) -> dict[Key, tuple[Any, ...]]:
-        """Records of a JSONL file by sample key (file order); a repeated key is an error."""
+        """Records of a JSONL file by sample key (file order); a repeated key is an error.
+
+        Column-wise (``diff_bulk``) when the file is well formed, B's lines that equal A's
+        at the same position taken from A; otherwise, or to name an error, line by line.
+        """
+        lines = raw.splitlines()
+        prev, self.prev = self.prev, None  # A's lines and rows, kept for B only
+        self.diffs = None
+        if prev is not None:
+            got = aligned_rows(self, lines, where, prev)
+            rows, diffs = got if got is not None else (None, None)
+        else:
+            rows, diffs = bulk_rows(self, lines, where), None
+        if rows is not None:
+            out = dict(zip(*rows))
+            if len(out) == len(lines):  # else a repeated key (or a blank line): named below
+                if prev is None:
+                    self.prev = (lines, rows)
+                self.diffs = diffs
+                return out
+        return self.index_lines(raw, where)
+
+    def index_lines(self, raw: bytes, where: str) -> dict[Key, tuple[Any, ...]]:
+        """``index`` line by line: the reference the column-wise path must equal, and its fallback."""
         out: dict[Key, tuple[Any, ...]] = {}
         known, loads, pick, seen, current = self.lines, orjson.loads, self.pick, self.conds.seen, self.current
         if self.volatile is not None:
@@ -116,8 +145,8 @@ class LineCache:
         for n, line in enumerate(raw.splitlines(), 1):
             hit = known.get(line)
             if hit is None:
-                # Fast path for well-formed lines (this loop is most of a diff's time); anything
-                # unusual (a blank line, a new condition, an error) goes through record().
+                # Fast path for well-formed lines; anything unusual (a blank line, a new
+                # condition, an error) goes through record().
                 try:
                     r = loads(line)
                     v = r["schema_version"]
@@ -163,6 +192,12 @@ class SideData:
         lines = cache["lines"]
         self.scores: dict[Key, tuple[Any, ...]] = load(SCORES, lines[SCORES].index)
         self.flips: dict[Key, tuple[Any, ...]] = load(FLIPS, lines[FLIPS].index)
+        self.diffs: dict[str, list[int] | None] = {}
+        """B only: ``LineCache.diffs`` of its scores and flips (None: not read against A's)."""
+        if side == "B":  # A's lines, kept to compare B's with, are not needed any more
+            for name, lc in lines.items():
+                self.diffs[name] = lc.diffs  # None unless B's file was read (a same-digest file is A's)
+                lc.prev = None
         self.stats: dict[str, Any] = load(STATS, _json_object)
         self.environment: dict[str, Any] | None = (load(ENVIRONMENT, _json_object) if src.has(ENVIRONMENT)
                                                    else None)
