@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ._memo import memo_scope
 from ._num import clean
 from ._runtime import lean
 from .audit import audit_block
@@ -61,7 +62,7 @@ def compute_stats(scored: Sequence[Any], flips: Sequence[Any], alpha: float = 0.
     ``correction``: multiplicity correction for each test family ("holm",
     "bonferroni", "fdr_bh").
     """
-    with lean():
+    with lean(), memo_scope():
         return _compute(scored, flips, alpha, tost_margin, correction)
 
 

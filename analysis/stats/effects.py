@@ -14,6 +14,7 @@ from scipy import stats as sps
 from statsmodels.stats.inter_rater import cohens_kappa as _sm_kappa
 from statsmodels.stats.weightstats import DescrStatsW, ttost_paired
 
+from ._memo import memo
 from ._num import num, quiet
 
 
@@ -21,6 +22,7 @@ def _arr(x: Sequence[float]) -> np.ndarray:
     return np.asarray(x, dtype=float)
 
 
+@memo
 def mean_ci(x: Sequence[float], alpha: float = 0.05) -> dict[str, Any]:
     """Mean with a Student-t interval (``statsmodels`` ``DescrStatsW.tconfint_mean``).
 
@@ -42,6 +44,7 @@ def mean_ci(x: Sequence[float], alpha: float = 0.05) -> dict[str, Any]:
     return {"n": n, "mean": mean, "sd": sd, "lo": num(lo), "hi": num(hi), "alpha": alpha}
 
 
+@memo
 def cohens_d(a: Sequence[float], b: Sequence[float]) -> dict[str, Any]:
     """Cohen's d for two independent samples: (mean_a - mean_b) / pooled SD.
 
@@ -66,6 +69,7 @@ def cohens_d(a: Sequence[float], b: Sequence[float]) -> dict[str, Any]:
     return {**out, "d": diff / sp}
 
 
+@memo
 def paired_t(x: Sequence[float], y: Sequence[float]) -> dict[str, Any]:
     """Paired t-test of y against x (``scipy.stats.ttest_rel(y, x)``) with Cohen's d.
 
@@ -104,6 +108,7 @@ def paired_t(x: Sequence[float], y: Sequence[float]) -> dict[str, Any]:
     return {**out, "t": num(res.statistic), "p": num(res.pvalue)}
 
 
+@memo
 def tost_paired(x: Sequence[float], y: Sequence[float], margin: float, alpha: float = 0.05) -> dict[str, Any]:
     """Paired equivalence test of y - x within +/- margin (``statsmodels`` ``ttost_paired``).
 
@@ -127,6 +132,7 @@ def tost_paired(x: Sequence[float], y: Sequence[float], margin: float, alpha: fl
     return {**out, "p": 1.0 if p is None else p, "equivalent": p is not None and p < alpha}
 
 
+@memo
 def pearson(x: Sequence[float], y: Sequence[float]) -> dict[str, Any]:
     """Pearson correlation (``scipy.stats.pearsonr``).
 
@@ -142,6 +148,7 @@ def pearson(x: Sequence[float], y: Sequence[float]) -> dict[str, Any]:
     return {"n": n, "r": num(res.statistic), "p": num(res.pvalue)}
 
 
+@memo
 def linregress(x: Sequence[float], y: Sequence[float]) -> dict[str, Any]:
     """Least-squares line y = intercept + slope * x (``scipy.stats.linregress``).
 

@@ -19,6 +19,7 @@ from scipy.optimize import brentq
 from statsmodels.stats.power import NormalIndPower
 from statsmodels.stats.proportion import proportion_effectsize
 
+from ._memo import memo
 from ._num import num
 
 
@@ -35,6 +36,7 @@ def _p_from_h(h: float, p0: float) -> tuple[float, str]:
     return (1.0 if top >= -bottom else 0.0), "capped"
 
 
+@memo
 def mde_two_proportions(n1: int, n2: int | None = None, alpha: float = 0.05, power: float = 0.8,
                         p0: float = 0.5) -> dict[str, Any]:
     """Minimum detectable difference (percentage points) between two proportions.

@@ -17,13 +17,16 @@ from statsmodels.stats.contingency_tables import Table2x2
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import proportion_confint, tost_proportions_2indep
 
+from ._memo import memo
 from ._num import num, quiet, rate
+from ._runtime import refreeze
 
 Haldane = Literal["always", "if_zero", "never"]
 
 CORRECTIONS = ("holm", "bonferroni", "fdr_bh", "none")
 
 
+@memo
 def two_by_two(a_events: int, a_n: int, b_events: int, b_n: int, *, haldane: Haldane = "always",
                alpha: float = 0.05) -> dict[str, Any]:
     """Compare two proportions a_events/a_n and b_events/b_n (a is the row of interest).
@@ -85,6 +88,7 @@ def two_by_two(a_events: int, a_n: int, b_events: int, b_n: int, *, haldane: Hal
     return out
 
 
+@memo
 def wilson(k: int, n: int, alpha: float = 0.05) -> dict[str, Any]:
     """Wilson score interval for k/n (``statsmodels`` ``proportion_confint(method="wilson")``).
 
@@ -114,6 +118,7 @@ def overlap(ci_a: Any, ci_b: Any) -> bool:
     return a_lo <= b_hi and b_lo <= a_hi
 
 
+@memo
 def binomial(k: int, n: int, p: float = 0.5, alpha: float = 0.05) -> dict[str, Any]:
     """Exact two-sided binomial test of k successes in n against p (``scipy.stats.binomtest``).
 
@@ -151,6 +156,7 @@ def odds(a: int, b: int, alpha: float = 0.05) -> dict[str, Any]:
     return {**out, "odds": num(np.exp(res.params[0])), "ci": [num(lo), num(hi)], "log_se": num(res.bse[0])}
 
 
+@memo
 def tost_two_proportions(k1: int, n1: int, k2: int, n2: int, margin: float,
                          alpha: float = 0.05) -> dict[str, Any]:
     """Equivalence of two independent proportions within +/- margin (two one-sided tests).
@@ -188,6 +194,7 @@ def adjust(pvalues: Sequence[float | None], method: str = "holm", alpha: float =
         for i in idx:
             adj[i], rej[i] = num(ps[i]), bool(float(ps[i]) <= alpha)
     elif idx:
+        refreeze()  # multipletests(method="holm") runs gc.collect(); see _runtime
         r, pa, _, _ = multipletests([float(ps[i]) for i in idx], alpha=alpha, method=method)
         for j, i in enumerate(idx):
             adj[i], rej[i] = num(pa[j]), bool(r[j])

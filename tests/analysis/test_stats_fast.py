@@ -151,3 +151,31 @@ def _latency_reference(sd: pd.DataFrame, fl: pd.DataFrame, axis: str) -> dict[st
                 row["flipped_vs_stable"] = cohens_d(lf[flipped], lf[~flipped])
         out["by_model"][m] = row
     return out
+
+
+def test_memo_reuses_exact_arguments_only_and_returns_copies() -> None:
+    from batchsafe.analysis.stats._memo import memo, memo_scope
+
+    calls: list[Any] = []
+
+    @memo
+    def f(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        calls.append(args)
+        return {"args": repr(args), "nested": {"list": [1, 2]}}
+
+    f(1)
+    f(1)
+    assert len(calls) == 2  # no scope: no reuse
+    with memo_scope():
+        a = f(1, np.array([0.5, 1.0]), x=0.0)
+        a["nested"]["list"].append(3)  # callers add keys to results: reuse must hand out copies
+        b = f(1, np.array([0.5, 1.0]), x=0.0)
+        assert b == {"args": a["args"], "nested": {"list": [1, 2]}} and len(calls) == 3
+        f(1, np.array([0.5, 1.0]), x=-0.0)  # -0.0 is not 0.0
+        f(1.0, np.array([0.5, 1.0]), x=0.0)  # 1.0 is not 1
+        f(1, np.array([0.5, 1.0], dtype=np.float32), x=0.0)
+        f(1, np.array(["a"], dtype=object))  # object arrays are never keyed
+        f(1, np.array(["a"], dtype=object))
+        assert len(calls) == 8
+    f(1)
+    assert len(calls) == 9
