@@ -128,8 +128,11 @@ class LineCache:
         else:
             rows, diffs = bulk_rows(self, lines, where), None
         if rows is not None:
-            out = dict(zip(*rows))
-            if len(out) == len(lines):  # else a repeated key (or a blank line): named below
+            try:
+                out = dict(zip(*rows))
+            except TypeError:  # an unhashable key: named below
+                out = {}
+            if len(out) == len(lines):  # else a repeated or unhashable key: named below
                 if prev is None:
                     self.prev = (lines, rows)
                 self.diffs = diffs
