@@ -179,3 +179,47 @@ def test_memo_reuses_exact_arguments_only_and_returns_copies() -> None:
         assert len(calls) == 8
     f(1)
     assert len(calls) == 9
+
+
+def _frame_reference(rows: list, fields: tuple) -> pd.DataFrame:
+    """The replaced frame builder: from_records, then to_numeric / astype per column."""
+    from operator import attrgetter
+
+    from batchsafe.analysis.stats.frames import COND_FIELDS
+
+    get, get_cond = attrgetter(*fields), attrgetter(*COND_FIELDS)
+    df = pd.DataFrame.from_records([get(r) + get_cond(r.condition) for r in rows], columns=[*fields, *COND_FIELDS])
+    for f in ("batch_size", "group_size", "concurrency", "repeat", "tensor_parallel", "load", "latency_s"):
+        if f in df:
+            df[f] = pd.to_numeric(df[f], errors="coerce")
+    for f in ("score", "baseline_score"):
+        if f in df:
+            df[f] = df[f].astype(float)
+    for f in ("identical", "flipped"):
+        if f in df:
+            df[f] = df[f].astype(bool)
+    return df
+
+
+maybe_int = st.one_of(st.none(), st.integers(1, 64))
+
+
+@settings(max_examples=40, deadline=None)
+@given(conds=st.lists(st.tuples(maybe_int, st.sampled_from([None, "solo", "mixed"]), maybe_int,
+                                st.one_of(st.none(), st.floats(0, 100, allow_nan=False))), min_size=0, max_size=12))
+def test_frames_match_from_records(conds: list) -> None:
+    from types import SimpleNamespace
+
+    from batchsafe.analysis.stats.frames import FLIP_FIELDS, SAMPLE_FIELDS, flips_frame, samples_frame
+
+    rows = []
+    for i, (bs, cob, rep, lat) in enumerate(conds):
+        cond = SimpleNamespace(batch_size=bs, cobatch=cob, group_size=None, quant=None, concurrency=bs, kernel=None,
+                               repeat=rep if rep is not None else 0, tensor_parallel=None, load=None)
+        rows.append(SimpleNamespace(
+            sample=f"s{i}", phase="p", phase_kind="batch_size", model="m", task="t", domain="safety", prompt="q",
+            baseline=None if i % 2 else "s0", score=float(i % 3) / 2, label="x", latency_s=lat, condition=cond,
+            identical=bool(i % 2), baseline_score=0.5, baseline_label="y", flipped=bool(i % 3), direction="none"))
+    for build, fields in ((samples_frame, SAMPLE_FIELDS), (flips_frame, FLIP_FIELDS)):
+        got, want = build(rows), _frame_reference(rows, fields)
+        pd.testing.assert_frame_equal(got, want, check_exact=True)
