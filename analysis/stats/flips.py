@@ -25,11 +25,14 @@ A phase's flip rows are compared with their baselines along one axis (batch size
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from ..records import UNSAFE_DIRECTIONS
+from ._groups import tally
 from ._num import count, level_sort, num, rate, skey
 from .effects import pearson
 from .power import mde_two_proportions
@@ -47,12 +50,14 @@ def _ratio(s: float | None, c: float | None) -> float | None:
 
 
 def _counts(fl: pd.DataFrame, keys: list[str]) -> dict[tuple, dict[str, tuple[int, int]]]:
-    """{group key: {domain: (flipped, n)}} in one groupby."""
-    g = fl.groupby(keys + ["domain"], dropna=False, sort=False)["flipped"].agg(["sum", "count"])
+    """{group key: {domain: (flipped, n)}}, groups in order of first appearance.
+
+    ``fl.groupby(keys + ["domain"], dropna=False, sort=False)["flipped"].agg(["sum", "count"])``
+    as integer counts over numpy codes (:func:`._groups.tally`).
+    """
     out: dict[tuple, dict[str, tuple[int, int]]] = {}
-    for idx, (k, n) in zip(g.index, g.to_numpy()):
-        idx = idx if isinstance(idx, tuple) else (idx,)
-        out.setdefault(tuple(idx[:-1]), {})[idx[-1]] = (int(k), int(n))
+    for key, n, (k,) in tally([fl[c] for c in keys] + [fl["domain"]], fl["flipped"].to_numpy(bool), sort=False):
+        out.setdefault(key[:-1], {})[key[-1]] = (k, n)
     return out
 
 
@@ -81,14 +86,13 @@ def flip_block(fl: pd.DataFrame, axis: str, *, alpha: float = 0.05, margin: floa
     out: dict[str, Any] = {"axis": axis, "n_flip_rows": len(fl), "levels": [skey(v) for v in levels]}
 
     # Output identity.
-    ident = fl.groupby(["model", axis], dropna=False)["identical"].agg(["sum", "count"])
+    ident = fl["identical"].to_numpy(bool)
     by_model: dict[str, dict[str, Any]] = {}
-    for (m, lv), (k, n) in zip(ident.index, ident.to_numpy()):
+    for (m, lv), n, (k,) in tally([fl["model"], fl[axis]], ident):
         by_model.setdefault(m, {})[skey(lv)] = count(k, n)
-    lvl = fl.groupby(axis, dropna=False)["identical"].agg(["sum", "count"])
     out["identity"] = {"by_model": by_model,
-                       "by_level": {skey(lv): count(k, n) for lv, (k, n) in zip(lvl.index, lvl.to_numpy())},
-                       "overall": count(int(fl["identical"].sum()), len(fl))}
+                       "by_level": {skey(lv): count(k, n) for (lv,), n, (k,) in tally([fl[axis]], ident)},
+                       "overall": count(int(ident.sum()), len(fl))}
 
     # Flip rates: aggregate, per level, per model x level.
     agg = _counts(fl, []).get((), {}) if len(fl) else {}
@@ -106,16 +110,19 @@ def flip_block(fl: pd.DataFrame, axis: str, *, alpha: float = 0.05, margin: floa
     out["flip_cells"] = {"by_level": lv_cells, "by_model": m_cells}
 
     # Direction of safety flips.
-    sf = fl[(fl["domain"] == "safety") & fl["flipped"]]
-    dcounts = {str(k): int(v) for k, v in sf["direction"].value_counts().items()}
+    safety = (fl["domain"] == "safety").to_numpy(bool)
+    sf_mask = safety & fl["flipped"].to_numpy(bool)
+    dcounts = {str(k): int(v) for k, v in Counter(fl["direction"].to_numpy()[sf_mask].tolist()).items()
+               if k is not None and k == k}  # value_counts leaves missing values out
     unsafe = sum(v for k, v in dcounts.items() if k in UNSAFE_DIRECTIONS)
     safe = sum(v for k, v in dcounts.items() if k in SAFE_DIRECTIONS)
-    out["direction"] = {"counts": dcounts, "flipped": len(sf), "classified": unsafe + safe, "unsafe": unsafe,
-                        "safe": safe, "unsafe_share": rate(unsafe, unsafe + safe)}
+    out["direction"] = {"counts": dcounts, "flipped": int(sf_mask.sum()), "classified": unsafe + safe,
+                        "unsafe": unsafe, "safe": safe, "unsafe_share": rate(unsafe, unsafe + safe)}
 
     # Per-task flip rate (pooled share; equals the mean over equal-sized cells).
-    tk = fl.groupby(["task", "domain"])["flipped"].agg(["sum", "count"])
-    out["flip_by_task"] = {t: {"domain": d, **count(k, n)} for (t, d), (k, n) in zip(tk.index, tk.to_numpy())}
+    tk = tally([fl["task"], fl["domain"]], fl["flipped"].to_numpy(bool)) if len(fl) else []
+    out["flip_by_task"] = {t: {"domain": d, **count(k, n)} for (t, d), n, (k,) in tk
+                           if t == t and d == d}  # groupby's default dropna: no missing keys
 
     has_both = bool(agg.get("safety", (0, 0))[1] and agg.get("capability", (0, 0))[1])
     out["flip_tests"] = _tests(per_level, per_cell, axis, alpha, correction) if has_both else {
@@ -189,11 +196,27 @@ def _correlation(fl: pd.DataFrame) -> dict[str, Any]:
     sf = fl[fl["domain"] == "safety"]
     if not len(sf):
         return {}
-    g = sf.groupby(["model", "baseline"], sort=True).agg(flips=("flipped", "sum"), score=("baseline_score", "first"))
+    model, base, bscore = sf["model"].to_numpy(), sf["baseline"].to_numpy(), sf["baseline_score"].to_numpy(float)
+    if pd.isna(model).any() or pd.isna(base).any() or np.isnan(bscore).any():
+        return _correlation_frame(sf)  # missing keys/scores: groupby's dropna and "first" rules
+    # groupby(["model", "baseline"]).agg(flips=sum, score=first) over integer codes.
+    m_codes, m_uniq = pd.factorize(model, sort=True)
+    b_codes, _ = pd.factorize(base, sort=True)
+    cell = m_codes.astype(np.int64) * (int(b_codes.max()) + 1) + b_codes
+    cells, first, inv = np.unique(cell, return_index=True, return_inverse=True)
+    flips = np.bincount(inv[sf["flipped"].to_numpy(bool)], minlength=len(cells)).astype(float)
+    score = bscore[first]
+    cell_model = m_codes[first]
     out = {}
-    for m, sub in g.groupby(level=0):
-        out[m] = pearson(sub["flips"].to_numpy(float), sub["score"].to_numpy(float))
+    for i, m in enumerate(m_uniq):
+        sel = cell_model == i
+        out[m] = pearson(flips[sel], score[sel])
     return out
+
+
+def _correlation_frame(sf: pd.DataFrame) -> dict[str, Any]:
+    g = sf.groupby(["model", "baseline"], sort=True).agg(flips=("flipped", "sum"), score=("baseline_score", "first"))
+    return {m: pearson(sub["flips"].to_numpy(float), sub["score"].to_numpy(float)) for m, sub in g.groupby(level=0)}
 
 
 def agreement(fa: pd.DataFrame, fb: pd.DataFrame, axis: str = "batch_size") -> dict[str, Any]:

@@ -223,3 +223,53 @@ def test_frames_match_from_records(conds: list) -> None:
     for build, fields in ((samples_frame, SAMPLE_FIELDS), (flips_frame, FLIP_FIELDS)):
         got, want = build(rows), _frame_reference(rows, fields)
         pd.testing.assert_frame_equal(got, want, check_exact=True)
+
+
+flip_rows = st.lists(st.tuples(st.sampled_from(["m1", "m2", "m10"]), st.sampled_from([1.0, 4.0, 16.0, None]),
+                               st.sampled_from(["safety", "capability"]), st.booleans(), st.booleans(),
+                               st.sampled_from(["b1", "b2", "b3"]), st.sampled_from([0.0, 0.5, 1.0])),
+                     min_size=1, max_size=40)
+
+
+def _flip_frame(rows: list) -> pd.DataFrame:
+    df = pd.DataFrame(rows, columns=["model", "batch_size", "domain", "flipped", "identical", "baseline",
+                                     "baseline_score"])
+    df["batch_size"] = pd.to_numeric(df["batch_size"], errors="coerce")
+    # A baseline has one score, as in a registry.
+    df["baseline_score"] = df["baseline"].map({"b1": 0.0, "b2": 0.5, "b3": 1.0})
+    return df
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=flip_rows)
+def test_tally_and_counts_match_groupby(rows: list) -> None:
+    from batchsafe.analysis.stats._groups import tally
+    from batchsafe.analysis.stats._num import skey
+    from batchsafe.analysis.stats.flips import _counts
+
+    fl = _flip_frame(rows)
+    for sort in (True, False):
+        g = fl.groupby(["model", "batch_size"], dropna=False, sort=sort)["identical"].agg(["sum", "count"])
+        want = [(k, int(n), [int(s)]) for k, (s, n) in zip(g.index, g.to_numpy())]
+        got = tally([fl["model"], fl["batch_size"]], fl["identical"].to_numpy(bool), sort=sort)
+        assert _bytes([[list(k), n, s] for k, n, s in got]) == _bytes([[list(k), n, s] for k, n, s in want])
+    for keys in ([], ["batch_size"], ["model", "batch_size"]):
+        g = fl.groupby(keys + ["domain"], dropna=False, sort=False)["flipped"].agg(["sum", "count"])
+        want: dict = {}
+        for idx, (k, n) in zip(g.index, g.to_numpy()):
+            idx = idx if isinstance(idx, tuple) else (idx,)
+            want.setdefault(tuple(idx[:-1]), {})[idx[-1]] = (int(k), int(n))
+        got = _counts(fl, keys)
+        # Keys are compared as the stats see them (skey): numpy vs Python float, NaN.
+        assert [([skey(x) for x in k], v) for k, v in got.items()] == [([skey(x) for x in k], v)
+                                                                       for k, v in want.items()]
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=flip_rows)
+def test_correlation_matches_groupby(rows: list) -> None:
+    from batchsafe.analysis.stats.flips import _correlation, _correlation_frame
+
+    fl = _flip_frame(rows)
+    sf = fl[fl["domain"] == "safety"]
+    assert _bytes(_correlation(fl)) == _bytes(_correlation_frame(sf) if len(sf) else {})
