@@ -64,9 +64,17 @@ def quant_block(df: pd.DataFrame, *, alpha: float = 0.05, margin: float = 0.03,
     out["anova"] = anova
 
     slopes: dict[str, dict[str, Any]] = {}
-    for (m, q), sub in cells.reset_index().groupby(["model", "quant"]):
-        sub = sub.sort_values("concurrency")
-        slopes.setdefault(m, {})[skey(q)] = linregress(sub["concurrency"].to_numpy(float), sub["mean"].to_numpy(float))
+    # The cells are sorted by (model, quant, concurrency), so each (model, quant) run is
+    # already in ascending concurrency: what sort_values gave per group, without a frame each.
+    cm = cells.index.get_level_values(0).to_numpy()
+    cq = cells.index.get_level_values(1).to_numpy()
+    cc = cells.index.get_level_values(2).to_numpy(float)
+    cmean = cells["mean"].to_numpy(float)
+    start = 0
+    for end in range(1, len(cells) + 1):
+        if end == len(cells) or cm[end] != cm[start] or cq[end] != cq[start]:
+            slopes.setdefault(cm[start], {})[skey(cq[start])] = linregress(cc[start:end], cmean[start:end])
+            start = end
     out["slopes"] = slopes
 
     base_c = reference_condition(sd, "concurrency", None)
@@ -76,12 +84,17 @@ def quant_block(df: pd.DataFrame, *, alpha: float = 0.05, margin: float = 0.03,
     wide = sd.pivot_table(index=["model", "quant", "prompt", "repeat"], columns="concurrency", values="score",
                           aggfunc="first") if len(sd) else pd.DataFrame()
     for (m, q), w in (wide.groupby(level=[0, 1]) if len(wide) else []):
-        for c in w.columns:
-            if c == base_c or base_c not in w.columns:
+        if base_c not in w.columns:
+            continue
+        vals = w.to_numpy(float)
+        x = vals[:, w.columns.get_loc(base_c)]
+        for j, c in enumerate(w.columns):
+            if c == base_c:
                 continue
-            pair = w[[base_c, c]].dropna()
+            y = vals[:, j]
+            keep = ~(np.isnan(x) | np.isnan(y))  # the rows dropna() kept: both conditions scored
             equiv.setdefault(m, {}).setdefault(skey(q), {})[f"c{skey(base_c)}_vs_c{skey(c)}"] = tost_paired(
-                pair[base_c].to_numpy(float), pair[c].to_numpy(float), margin, alpha)
+                x[keep], y[keep], margin, alpha)
     out["score_equivalence"] = {"margin": margin, "baseline_concurrency": skey(base_c), "by_model": equiv}
 
     # MDE between two quant levels: rows per quant level, around the overall mean.
