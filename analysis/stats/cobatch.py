@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
+from ._groups import groups
 from ._num import skey
 from .anova import anova_two_way
 from .effects import mean_ci, paired_t, tost_paired
@@ -40,8 +42,10 @@ def cobatch_block(df: pd.DataFrame, *, alpha: float = 0.05, margin: float = 0.03
     models = sorted(sd["model"].unique())
     out: dict[str, Any] = {"reference": skey(ref), "conditions": [skey(c) for c in conds], "n_safety_samples": len(sd)}
 
-    out["means"] = {m: {skey(c): mean_ci(g["score"].to_numpy(), alpha) for c, g in sub.groupby("cobatch")}
-                    for m, sub in sd.groupby("model")}
+    # Row positions per model and condition (original order) instead of nested groupbys.
+    score, cob = sd["score"].to_numpy(), sd["cobatch"].to_numpy()
+    out["means"] = {m: {skey(c): mean_ci(score[rows[pos]], alpha) for c, pos in groups(cob[rows])}
+                    for m, rows in groups(sd["model"])}
 
     # Wide table: one row per (model, prompt, repeat), one column per condition.
     wide = sd.pivot_table(index=["model", "prompt", "repeat"], columns="cobatch", values="score", aggfunc="first")
@@ -52,12 +56,15 @@ def cobatch_block(df: pd.DataFrame, *, alpha: float = 0.05, margin: float = 0.03
         if ref not in wide.columns or m not in wide.index.get_level_values(0):
             continue
         w = wide.loc[m]
+        vals = w.to_numpy(float)
+        ref_col = vals[:, w.columns.get_loc(ref)]
         for c in conds:
             if c not in w.columns:
                 continue
-            pair = w[[ref, c]].dropna()
+            other = vals[:, w.columns.get_loc(c)]
+            keep = ~(np.isnan(ref_col) | np.isnan(other))  # the rows dropna() kept: both scored
             name = f"{skey(ref)}_vs_{skey(c)}"
-            x, y = pair[ref].to_numpy(float), pair[c].to_numpy(float)
+            x, y = ref_col[keep], other[keep]
             pairwise.setdefault(m, {})[name] = paired_t(x, y)
             equiv.setdefault(m, {})[name] = tost_paired(x, y, margin, alpha)
             family.append((m, name))
