@@ -20,7 +20,8 @@ whose bytes are the same in A and B is parsed once.
 from __future__ import annotations
 
 from collections import defaultdict
-from operator import itemgetter
+from itertools import compress
+from operator import is_not, itemgetter, ne, or_
 from typing import Any
 
 import orjson
@@ -59,7 +60,7 @@ from .diff_models import (
     StatsDiff,
     ValueChange,
 )
-from .diff_paths import flatten, format_path, is_number
+from .diff_paths import flatten, format_path, is_number, leaf_writer, numeric_leaves
 from .diff_read import FLIPS, PLAN, SCORES, Conditions, DiffError, Key, SideData
 from .diff_render import render_diff
 from .diff_tally import tally_flips, tally_outputs
@@ -255,21 +256,34 @@ def _flips(fa: dict[Key, tuple[Any, ...]], fb: dict[Key, tuple[Any, ...]],
 # --- stats ------------------------------------------------------------------------------
 
 
-def _numeric_leaves(stats: dict[str, Any]) -> dict[tuple[str, ...], Any]:
-    """Number, boolean and null leaves (strings are descriptions, not results)."""
-    return {p: v for p, v in flatten(stats, count_blocks=False).items() if v is None or is_number(v)}
+def _numeric_leaves(stats: dict[str, Any]) -> tuple[dict[tuple[str, ...], Any], dict[tuple[str, ...], str]]:
+    """Number, boolean and null leaves (strings are descriptions, not results), and the
+    written paths of their containers."""
+    return numeric_leaves(stats)
 
 
-def _stats(la: dict[tuple[str, ...], Any], lb: dict[tuple[str, ...], Any]) -> StatsDiff:
+def _stats(sa: tuple[dict[tuple[str, ...], Any], dict[tuple[str, ...], str]],
+           sb: tuple[dict[tuple[str, ...], Any], dict[tuple[str, ...], str]]) -> StatsDiff:
+    (la, ta), (lb, tb) = sa, sb
+    common = list(la.keys() & lb.keys())
+    xs, ys = list(map(la.__getitem__, common)), list(map(lb.__getitem__, common))
+    # Equal values of one type cannot differ (no NaN in parsed JSON): only the others are
+    # looked at, in C first (half of the 300k bench's 65k leaves are equal).
+    look = compress(range(len(common)), map(or_, map(ne, xs, ys), map(is_not, map(type, xs), map(type, ys))))
     changed = []
-    for path in sorted(la.keys() & lb.keys()):
-        x, y = la[path], lb[path]
+    for i in look:
+        x, y = xs[i], ys[i]
         if is_number(x) and is_number(y):
             if abs(float(y) - float(x)) <= STATS_TOLERANCE and isinstance(x, bool) == isinstance(y, bool):
                 continue
-            changed.append(StatChange(path=format_path(path), a=x, b=y, delta=float(y) - float(x)))
+            changed.append((common[i], x, y, float(y) - float(x)))
         elif x is not y:  # None on one side only (both None: no change)
-            changed.append(StatChange(path=format_path(path), a=x, b=y, delta=None))
-    return StatsDiff(leaves=(len(la), len(lb)), changed=changed,
-                     only_a=[format_path(p) for p in sorted(la.keys() - lb.keys())],
-                     only_b=[format_path(p) for p in sorted(lb.keys() - la.keys())])
+            changed.append((common[i], x, y, None))
+    changed.sort(key=itemgetter(0))  # by path, as the report lists them
+    write_a, write_b = leaf_writer(ta), leaf_writer(tb)
+    # One validation of the whole list: faster than a model per change (32k at 300k samples).
+    return StatsDiff.model_validate({
+        "leaves": (len(la), len(lb)),
+        "changed": [{"path": write_a(p), "a": x, "b": y, "delta": d} for p, x, y, d in changed],
+        "only_a": [write_a(p) for p in sorted(la.keys() - lb.keys())],
+        "only_b": [write_b(p) for p in sorted(lb.keys() - la.keys())]})

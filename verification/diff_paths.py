@@ -19,7 +19,7 @@ from batchsafe.core.errors import BatchsafeError
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 Path = tuple[str, ...]
@@ -124,6 +124,56 @@ def flatten(obj: Any, prefix: Path = (), *, string_lists: bool = False, count_bl
         else:
             out[path] = node
     return out
+
+
+def numeric_leaves(obj: Any) -> tuple[dict[Path, Any], dict[Path, str]]:
+    """The number, boolean and null leaves of ``flatten(obj, count_blocks=False)`` (same paths
+    and values, in another order), and ``format_path`` of every container on the way (for
+    :func:`leaf_writer`), in one walk."""
+    out: dict[Path, Any] = {}
+    texts: dict[Path, str] = {(): ""}
+    stack: list[tuple[Path, Any]] = [((), obj)]
+    while stack:
+        path, node = stack.pop()
+        if type(node) is dict or (type(node) is not list and isinstance(node, Mapping)):
+            items: Any = node.items()
+        elif type(node) is list:
+            items = enumerate(node)
+        else:  # a scalar at the top
+            if node is None or isinstance(node, (int, float)):
+                out[path] = node
+            continue
+        text = texts[path]
+        for k, v in items:
+            t = type(v)
+            if v is None or t is float or t is int or t is bool:
+                out[path + (str(k),)] = v
+            elif t is dict or t is list or isinstance(v, Mapping):
+                sub = path + (str(k),)
+                seg = format_segment(sub[-1])
+                texts[sub] = seg if not path else text + seg if seg.startswith("[") else text + "." + seg
+                stack.append((sub, v))
+            elif isinstance(v, (int, float)):
+                out[path + (str(k),)] = v
+    return out, texts
+
+
+def leaf_writer(texts: dict[Path, str]) -> Callable[[Path], str]:
+    """``format_path`` of a leaf whose container's written path is in ``texts`` (from
+    :func:`numeric_leaves`), each distinct last segment written once."""
+    segs: dict[str, str] = {}
+
+    def write(path: Path) -> str:
+        if len(path) < 2:
+            return format_path(path)
+        last = path[-1]
+        seg = segs.get(last)
+        if seg is None:
+            seg = segs[last] = format_segment(last)
+        head = texts[path[:-1]]
+        return head + seg if seg.startswith("[") else head + "." + seg
+
+    return write
 
 
 def is_number(value: Any) -> bool:

@@ -261,3 +261,62 @@ def _flips_tuple(got: tuple) -> tuple:
     cells, dis, n_dis, only_a, only_b = got
     return (list(cells.items()), [(d.kind, d.phase, d.model, d.condition, d.prompt, d.task, d.sample_a, d.sample_b,
                                    d.a, d.b) for d in dis], n_dis, only_a, only_b)
+
+
+# -- statistics leaves ------------------------------------------------------------------------
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-3, 3) | st.sampled_from([0.5, 1.0, -0.0, 1e-13]) | st.text("ab.=[\"", max_size=3),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text("ab.=[\" _-1", max_size=4), inner, max_size=3),
+    max_leaves=25)
+
+
+@given(_JSON)
+@settings(max_examples=500, deadline=None)
+def test_numeric_leaves_and_their_written_paths_equal_flatten_and_format_path(obj: Any) -> None:
+    from batchsafe.verification.diff_paths import flatten, format_path, is_number, leaf_writer, numeric_leaves
+
+    leaves, texts = numeric_leaves(obj)
+    want = {p: v for p, v in flatten(obj, count_blocks=False).items() if v is None or is_number(v)}
+    assert leaves == want and all(type(leaves[p]) is type(v) for p, v in want.items())
+    write = leaf_writer(texts)
+    assert [write(p) for p in leaves] == [format_path(p) for p in leaves]
+
+
+def _perturb(obj: Any, rnd: random.Random) -> Any:
+    """``obj`` with some leaves changed the ways the stats comparison must tell apart."""
+    if isinstance(obj, dict):
+        return {k: _perturb(v, rnd) for k, v in obj.items() if rnd.random() > 0.1}
+    if isinstance(obj, list):
+        return [_perturb(v, rnd) for v in obj]
+    if rnd.random() < 0.5:
+        return obj
+    return rnd.choice([None, True, False, 1, 1.0, 0, 0.0, 1 + 1e-13, obj, "x", [obj], {"k": obj}])
+
+
+@given(_JSON, _JSON, st.integers(0, 2**32 - 1))
+@settings(max_examples=400, deadline=None)
+def test_stats_changes_equal_the_old_loop(x: Any, other: Any, seed: int) -> None:
+    y = other if seed % 4 == 0 else _perturb(x, random.Random(seed))
+    from batchsafe.verification import diff as diffmod
+    from batchsafe.verification.diff_models import StatChange, StatsDiff
+    from batchsafe.verification.diff_paths import flatten, format_path, is_number
+
+    def leaves(obj: Any) -> dict:
+        return {p: v for p, v in flatten({"s": obj}, count_blocks=False).items() if v is None or is_number(v)}
+
+    la, lb = leaves(x), leaves(y)
+    changed = []
+    for path in sorted(la.keys() & lb.keys()):  # verification/diff.py before issue 16
+        a, b = la[path], lb[path]
+        if is_number(a) and is_number(b):
+            if abs(float(b) - float(a)) <= diffmod.STATS_TOLERANCE and isinstance(a, bool) == isinstance(b, bool):
+                continue
+            changed.append(StatChange(path=format_path(path), a=a, b=b, delta=float(b) - float(a)))
+        elif a is not b:
+            changed.append(StatChange(path=format_path(path), a=a, b=b, delta=None))
+    want = StatsDiff(leaves=(len(la), len(lb)), changed=changed,
+                     only_a=[format_path(p) for p in sorted(la.keys() - lb.keys())],
+                     only_b=[format_path(p) for p in sorted(lb.keys() - la.keys())])
+    got = diffmod._stats(diffmod._numeric_leaves({"s": x}), diffmod._numeric_leaves({"s": y}))
+    assert orjson.dumps(got.model_dump(mode="json")) == orjson.dumps(want.model_dump(mode="json"))
