@@ -17,9 +17,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from ..records import UNSAFE_DIRECTIONS
+from ._groups import groups
 from ._num import rate, skey
 from .flips import SAFE_DIRECTIONS
 from .tests import binomial, odds
@@ -28,11 +30,17 @@ AUDIT_KINDS = ("batch_size", "true_batch")
 REFUSAL_LABELS = frozenset({"refusal", "compliance"})
 
 
-def _summary(c: pd.DataFrame, alpha: float) -> dict[str, Any]:
-    unsafe = int(c["direction"].isin(UNSAFE_DIRECTIONS).sum())
-    safe = int(c["direction"].isin(SAFE_DIRECTIONS).sum())
-    return {"count": len(c), "unsafe": unsafe, "safe": safe, "unclassified": len(c) - unsafe - safe,
+def _summary(directions: np.ndarray, alpha: float) -> dict[str, Any]:
+    """Counts and binomial test of one group's candidate flips, from their directions."""
+    unsafe = int(np.isin(directions, _UNSAFE).sum())
+    safe = int(np.isin(directions, _SAFE).sum())
+    n = len(directions)
+    return {"count": n, "unsafe": unsafe, "safe": safe, "unclassified": n - unsafe - safe,
             "unsafe_share": rate(unsafe, unsafe + safe), "binomial": binomial(unsafe, unsafe + safe, 0.5, alpha)}
+
+
+_UNSAFE = np.array(sorted(UNSAFE_DIRECTIONS), dtype=object)
+_SAFE = np.array(sorted(SAFE_DIRECTIONS), dtype=object)
 
 
 def audit_block(fl: pd.DataFrame, *, alpha: float = 0.05, kinds: tuple[str, ...] = AUDIT_KINDS) -> dict[str, Any]:
@@ -45,27 +53,31 @@ def audit_block(fl: pd.DataFrame, *, alpha: float = 0.05, kinds: tuple[str, ...]
     """
     rows = fl[fl["phase_kind"].isin(kinds)]
     cand = rows[(rows["domain"] == "safety") & rows["flipped"]]
-    top = _summary(cand, alpha)
+    cdir = cand["direction"].to_numpy()
+    top = _summary(cdir, alpha)
     out: dict[str, Any] = {"kinds": list(kinds), "candidates": top.pop("count"), **top,
                            "odds": odds(top["unsafe"], top["safe"], alpha)}
+    # Groups as row positions (numpy) rather than sub-frames: the same rows per group.
     for key, col in (("by_phase", "phase"), ("by_model", "model"), ("by_task", "task")):
-        out[key] = {skey(k): _summary(g, alpha) for k, g in cand.groupby(col)}
+        out[key] = {skey(k): _summary(cdir[pos], alpha) for k, pos in groups(cand[col])}
     out["by_direction"] = {str(k): int(v) for k, v in cand["direction"].value_counts().items()}
 
     # A task is a refusal task when its rows carry refusal/compliance labels.
-    labels = rows.groupby("task")["baseline_label"].agg(lambda s: bool(set(s) & REFUSAL_LABELS))
-    refusal_tasks = {t for t, is_ref in labels.items() if is_ref}
-    is_ref = cand["task"].isin(refusal_tasks)
-    out["subsets"] = {"refusal_tasks": _summary(cand[is_ref], alpha),
-                      "non_refusal_tasks": _summary(cand[~is_ref], alpha),
+    task, blabel = rows["task"].to_numpy(), rows["baseline_label"].to_numpy()
+    refusal_tasks = {t for t, pos in groups(task) if not REFUSAL_LABELS.isdisjoint(blabel[pos].tolist())}
+    is_ref = cand["task"].isin(refusal_tasks).to_numpy(bool)
+    out["subsets"] = {"refusal_tasks": _summary(cdir[is_ref], alpha),
+                      "non_refusal_tasks": _summary(cdir[~is_ref], alpha),
                       "refusal_task_names": sorted(refusal_tasks)}
 
     comp: dict[str, Any] = {}
-    ref_rows = rows[rows["task"].isin(refusal_tasks) & (rows["domain"] == "safety")]
-    for ph, g in ref_rows.groupby("phase"):
-        n = len(g)
-        b = int((g["baseline_label"] == "compliance").sum())
-        s = int((g["label"] == "compliance").sum())
+    sel = (rows["task"].isin(refusal_tasks) & (rows["domain"] == "safety")).to_numpy(bool)
+    base_comp = (rows["baseline_label"] == "compliance").to_numpy(bool)[sel]
+    shift_comp = (rows["label"] == "compliance").to_numpy(bool)[sel]
+    for ph, pos in groups(rows["phase"].to_numpy()[sel]):
+        n = len(pos)
+        b = int(base_comp[pos].sum())
+        s = int(shift_comp[pos].sum())
         comp[ph] = {"n": n, "baseline_compliance": rate(b, n), "shifted_compliance": rate(s, n),
                     "delta_pp": 100.0 * (s - b) / n if n else None}
     out["compliance"] = comp

@@ -89,14 +89,21 @@ def _range(means: pd.Series) -> float | None:
 def variance_sources(samples: pd.DataFrame, kinds: dict[str, str]) -> dict[str, Any]:
     """{phase id: {axis: {source, range_pp, level_means, per_model_range_pp, mean_model_range_pp, n_per_level}}}."""
     out: dict[str, Any] = {}
+    # One pass over the phase and domain columns, not two full-frame comparisons per phase.
+    safety = (samples["domain"] == "safety").to_numpy(bool)
+    by_phase = dict(groups(samples["phase"]))
     for phase, kind in sorted(kinds.items()):
-        sd = samples[(samples["phase"] == phase) & (samples["domain"] == "safety")]
+        rows = by_phase.get(phase, np.zeros(0, dtype=np.intp))
+        sd = samples.iloc[rows[safety[rows]]]  # the rows, in order, that the boolean filter kept
         for axis, source in SOURCES.get(kind, ()):
             d = sd.dropna(subset=[axis])
             if d[axis].nunique() < 2:
                 continue
             lv = d.groupby(axis)["score"].agg(["mean", "count"])
-            per_model = {m: _range(g.groupby(axis)["score"].mean()) for m, g in d.groupby("model")}
+            # Each model's level means in one groupby (the same rows per cell, so the same
+            # sums); the range is max - min of those means.
+            cell = d.groupby(["model", axis])["score"].mean().groupby(level=0).agg(["max", "min"])
+            per_model = {m: 100.0 * float(mx - mn) for m, (mx, mn) in zip(cell.index, cell.to_numpy())}
             vals = [v for v in per_model.values() if v is not None]
             out.setdefault(phase, {})[axis] = {
                 "source": source, "range_pp": _range(lv["mean"]),

@@ -273,3 +273,107 @@ def test_correlation_matches_groupby(rows: list) -> None:
     fl = _flip_frame(rows)
     sf = fl[fl["domain"] == "safety"]
     assert _bytes(_correlation(fl)) == _bytes(_correlation_frame(sf) if len(sf) else {})
+
+
+# --- whole phase blocks against the pre-vectorisation code (tests/analysis/stats_reference) ---
+
+DIRS = ["refusal_to_compliance", "compliance_to_refusal", "safety_weakened", "safety_strengthened", "none",
+        "capability_lost"]
+
+
+def _random_frames(seed: int, float_scores: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Sample and flip frames of three phases (batch_size, cobatch, quant_concurrency)."""
+    from batchsafe.analysis.stats.frames import COND_FIELDS
+
+    rng = np.random.default_rng(seed)
+    samples, flips = [], []
+    kinds = {"p1": ("batch_size", [1, 4, 8]), "p2": ("cobatch", ["solo", "mixed", "adversarial"]),
+             "p3": ("quant_concurrency", [1, 4, 8])}
+    for phase, (kind, levels) in kinds.items():
+        for m in ("m1", "m2", "m10"):
+            for q in (["q4", "q8"] if kind == "quant_concurrency" else [None]):
+                for p in range(int(rng.integers(3, 9))):
+                    task = str(rng.choice(["advbench", "bbq", "mmlu"]))
+                    domain = "capability" if task == "mmlu" else "safety"
+                    for rep in range(2):
+                        base_id = None
+                        base_score = base_label = None
+                        for j, lv in enumerate(levels):
+                            if rng.random() < 0.1 and j:
+                                continue  # a missing cell
+                            sid = f"{phase}-{m}-{q}-{p}-{rep}-{lv}"
+                            score = float(rng.random()) if float_scores else float(rng.integers(0, 3)) / 2
+                            label = "refusal" if score >= 0.5 else "compliance"
+                            cond = dict.fromkeys(COND_FIELDS)
+                            cond["repeat"] = rep
+                            if kind == "batch_size":
+                                cond["batch_size"] = lv
+                            elif kind == "cobatch":
+                                cond["cobatch"] = lv
+                            else:
+                                cond["quant"], cond["concurrency"] = q, lv
+                            row = {"sample": sid, "phase": phase, "phase_kind": kind, "model": m, "task": task,
+                                   "domain": domain, "prompt": f"{task}-{p}", "baseline": base_id, "score": score,
+                                   "label": label, "latency_s": float(rng.random()) if rng.random() < 0.9 else None,
+                                   **cond}
+                            samples.append(row)
+                            if base_id is None:
+                                base_id, base_score, base_label = sid, score, label
+                                continue
+                            flipped = label != base_label
+                            flips.append({**{k: row[k] for k in row if k not in ("latency_s",)},
+                                          "baseline": base_id, "identical": bool(rng.random() < 0.5) and not flipped,
+                                          "baseline_score": base_score, "baseline_label": base_label,
+                                          "flipped": flipped,
+                                          "direction": str(rng.choice(DIRS)) if flipped else "none"})
+    sdf, fdf = pd.DataFrame(samples), pd.DataFrame(flips)
+    for df in (sdf, fdf):
+        for f in ("batch_size", "group_size", "concurrency", "repeat", "tensor_parallel", "load"):
+            df[f] = pd.to_numeric(df[f], errors="coerce")
+    sdf["latency_s"] = pd.to_numeric(sdf["latency_s"], errors="coerce")
+    return sdf, fdf
+
+
+def _block_pairs(sdf: pd.DataFrame, fdf: pd.DataFrame) -> list[tuple[str, Any, Any]]:
+    import stats_reference.audit as ra
+    import stats_reference.cobatch as rc
+    import stats_reference.cross as rx
+    import stats_reference.flips as rf
+    import stats_reference.quant as rq
+
+    from batchsafe.analysis.stats import audit, cobatch, cross, flips, quant
+
+    kw = {"alpha": 0.05, "margin": 0.03, "correction": "holm"}
+    kinds = sdf.groupby("phase")["phase_kind"].first().to_dict()
+    out = []
+    for phase, kind in sorted(kinds.items()):
+        sd, fl = sdf[sdf["phase"] == phase], fdf[fdf["phase"] == phase]
+        axis = flips.AXIS_BY_KIND[kind]
+        # Default arguments bind this phase's frames (a closure would see the last phase's).
+        out.append((f"flip_block {phase}", lambda m, fl=fl, axis=axis: m.flip_block(fl, axis, **kw), (flips, rf)))
+        out.append((f"latency {phase}", lambda m, sd=sd, fl=fl, axis=axis: m.latency_block(sd, fl, axis),
+                    (cross, rx)))
+        if kind == "cobatch":
+            out.append(("cobatch", lambda m, sd=sd: m.cobatch_block(sd, **kw), (cobatch, rc)))
+        if kind == "quant_concurrency":
+            out.append(("quant", lambda m, sd=sd: m.quant_block(sd, **kw), (quant, rq)))
+    p1 = fdf[fdf["phase"] == "p1"]
+    out.append(("agreement", lambda m: m.agreement(p1, p1.assign(flipped=~p1["flipped"])), (flips, rf)))
+    out.append(("audit", lambda m: m.audit_block(fdf.replace({"phase_kind": {"cobatch": "true_batch"}}),
+                                                 alpha=0.05), (audit, ra)))
+    out.append(("variance", lambda m: m.variance_sources(sdf, kinds), (cross, rx)))
+    return out
+
+
+@settings(max_examples=12, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), float_scores=st.booleans())
+def test_phase_blocks_match_reference(seed: int, float_scores: bool) -> None:
+    from batchsafe.analysis.stats._memo import memo_scope
+    from batchsafe.analysis.stats._runtime import lean
+
+    sdf, fdf = _random_frames(seed, float_scores)
+    for name, run, (new, ref) in _block_pairs(sdf, fdf):
+        want = _bytes(run(ref))
+        with lean(), memo_scope():  # as compute_stats runs them
+            got = _bytes(run(new))
+        assert got == want, name

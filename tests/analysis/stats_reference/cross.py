@@ -1,0 +1,92 @@
+"""Latency (TR138 section 14) and cross-phase variance sources (section 10.1).
+
+Latency: ``latency_s`` is the wall time of the sample's group, so per-level means are
+means of group wall times; the slope is ``linregress`` over the per-level means (the
+report's R-squared of 0.98-0.99 is only possible over means, not single samples), in
+seconds per unit of the axis; throughput at a batch size = batch size / mean latency.
+Safety vs capability and flipped vs stable latencies are compared with Cohen's d
+(pooled SD); "stable" = non-flipped flip rows (non-baseline samples).
+
+Variance sources: for each phase axis, the range (max - min) in percentage points of the
+mean safety score across the axis levels, pooled over models and including the
+baseline level; the per-model ranges and their mean are given too. TR138 10.1 prints
+7.03 / 8.31 / 36.51 / 0.00 pp; from the published Phase 3 grid the pooled range is
+37.58 pp and the mean per-model range 38.79 pp, so its exact definition is unknown and
+the batch rows need score-level data the report does not publish.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from batchsafe.analysis.stats._num import level_sort, skey
+from batchsafe.analysis.stats.effects import cohens_d, linregress
+
+SOURCES = {"batch_size": (("batch_size", "batch_size"),), "true_batch": (("batch_size", "true_batching"),),
+           "quant_concurrency": (("quant", "quantization"), ("concurrency", "concurrency")),
+           "cobatch": (("cobatch", "co_batching"),), "tensor_parallel": (("tensor_parallel", "tensor_parallel"),)}
+NUMERIC_AXES = ("batch_size", "concurrency", "group_size", "tensor_parallel")
+
+
+def latency_block(sd: pd.DataFrame, fl: pd.DataFrame, axis: str) -> dict[str, Any] | None:
+    """Per-model latency by level, slope, throughput, safety-vs-capability and flipped-vs-stable d.
+
+    None when no sample of the phase carries ``latency_s``.
+    """
+    lat = sd.dropna(subset=["latency_s"])
+    if not len(lat):
+        return None
+    numeric = axis in NUMERIC_AXES
+    out: dict[str, Any] = {"axis": axis, "unit": "s", "by_model": {}}
+    flip_of = fl.set_index("sample")["flipped"] if len(fl) else pd.Series(dtype=bool)
+    for m, g in lat.groupby("model"):
+        by = g.groupby(axis)["latency_s"].agg(["mean", "count"])
+        levels = level_sort(by.index)
+        row: dict[str, Any] = {"by_level": {
+            skey(lv): {"mean_s": float(by.loc[lv, "mean"]), "n": int(by.loc[lv, "count"])} for lv in levels}}
+        if numeric and len(levels) >= 2:
+            xs = np.array([float(v) for v in levels])
+            row["slope"] = linregress(xs, by.loc[levels, "mean"].to_numpy(float))
+        if axis == "batch_size":
+            row["throughput_per_s"] = {skey(lv): (float(lv) / float(by.loc[lv, "mean"]) if by.loc[lv, "mean"] > 0
+                                                  else None) for lv in levels}
+        s = g.loc[g["domain"] == "safety", "latency_s"].to_numpy(float)
+        c = g.loc[g["domain"] == "capability", "latency_s"].to_numpy(float)
+        if len(s) and len(c):
+            row["safety_vs_capability"] = cohens_d(s, c)
+        if len(flip_of):
+            f = g[g["sample"].isin(flip_of.index)]
+            flipped = flip_of.reindex(f["sample"]).to_numpy(bool)
+            lf = f["latency_s"].to_numpy(float)
+            if flipped.any() and (~flipped).any():
+                row["flipped_vs_stable"] = cohens_d(lf[flipped], lf[~flipped])
+        out["by_model"][m] = row
+    return out
+
+
+def _range(means: pd.Series) -> float | None:
+    return 100.0 * float(means.max() - means.min()) if len(means) else None
+
+
+def variance_sources(samples: pd.DataFrame, kinds: dict[str, str]) -> dict[str, Any]:
+    """{phase id: {axis: {source, range_pp, level_means, per_model_range_pp, mean_model_range_pp, n_per_level}}}."""
+    out: dict[str, Any] = {}
+    for phase, kind in sorted(kinds.items()):
+        sd = samples[(samples["phase"] == phase) & (samples["domain"] == "safety")]
+        for axis, source in SOURCES.get(kind, ()):
+            d = sd.dropna(subset=[axis])
+            if d[axis].nunique() < 2:
+                continue
+            lv = d.groupby(axis)["score"].agg(["mean", "count"])
+            per_model = {m: _range(g.groupby(axis)["score"].mean()) for m, g in d.groupby("model")}
+            vals = [v for v in per_model.values() if v is not None]
+            out.setdefault(phase, {})[axis] = {
+                "source": source, "range_pp": _range(lv["mean"]),
+                "level_means": {skey(k): {"mean": float(r["mean"]), "n": int(r["count"])} for k, r in lv.iterrows()},
+                "per_model_range_pp": per_model, "mean_model_range_pp": float(np.mean(vals)) if vals else None,
+                "n_per_level": int(lv["count"].min()),
+            }
+    return out
