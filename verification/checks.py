@@ -55,8 +55,13 @@ class Context:
     outputs: list[dict[str, Any]] | None = None
     scored: list[ScoredSample] | None = None
     flips: list[FlipRow] | None = None
-    scores_raw: list[dict[str, Any]] | None = None
-    flips_raw: list[dict[str, Any]] | None = None
+    score_samples: list[str] | None = None
+    """The sample id of each line of scores.jsonl, in order (None: not parsed). Only the ids and scorers
+    are kept from the schemas stage's parse: the records themselves are a gigabyte at 300k samples."""
+    score_scorers: list[Any] | None = None
+    """The ``scorer`` value of each line of scores.jsonl, in order."""
+    flip_samples: list[str] | None = None
+    """The sample id of each line of flips.jsonl, in order."""
     json: dict[str, Any] = field(default_factory=dict)
     rescored: list[ScoredSample] | None = None
     targets: dict[str, Any] | None = None
@@ -210,14 +215,17 @@ def check_schemas(ctx: Context) -> Stage:
             ctx.bad.add(OUTPUTS)
         else:
             checked.append(OUTPUTS)
-    for name, attr in ((SCORES, "scores_raw"), (FLIPS, "flips_raw")):
+    for name in (SCORES, FLIPS):
         if ctx.usable(name):
             rows = _records(ctx.src.read(name), name, st, ctx)
             if rows is None:
                 ctx.bad.add(name)
+                continue
+            if name == SCORES:
+                ctx.score_samples, ctx.score_scorers = [r["sample"] for r in rows], [r.get("scorer") for r in rows]
             else:
-                setattr(ctx, attr, rows)
-                checked.append(name)
+                ctx.flip_samples = [r["sample"] for r in rows]
+            checked.append(name)
     for name in JSON_FILES:
         if ctx.usable(name):
             data = _json_object(ctx, name, st)
@@ -300,11 +308,11 @@ def check_coverage(ctx: Context) -> Stage:
             st.fail(f"{OUTPUTS}: sample {s.id} ran as prompt {r['prompt']} in group {r['group']} position "
                     f"{r['position']}, the plan says {s.prompt} in {s.group} position {s.position}")
     checked = [OUTPUTS]
-    if ctx.scores_raw is not None:
-        _exactly_once(st, SCORES, [r["sample"] for r in ctx.scores_raw], set(planned))
+    if ctx.score_samples is not None:
+        _exactly_once(st, SCORES, ctx.score_samples, set(planned))
         checked.append(SCORES)
-    if ctx.flips_raw is not None:
-        _exactly_once(st, FLIPS, [r["sample"] for r in ctx.flips_raw], {s.id for s in plan.samples if s.baseline})
+    if ctx.flip_samples is not None:
+        _exactly_once(st, FLIPS, ctx.flip_samples, {s.id for s in plan.samples if s.baseline})
         checked.append(FLIPS)
     st.summary = f"{len(planned):,} planned samples, each exactly once in {', '.join(checked)}"
     if st.status == "FAIL":

@@ -59,10 +59,10 @@ def recorded_overrides(plan: Plan, scorers: list[str], st: Stage) -> dict[str, s
 def check_rescoring(ctx: Context) -> Stage:
     """Score the outputs again with the recorded scorer versions; every record must match."""
     st = Stage(name="rescoring")
-    if ctx.missing_input(st, PLAN, OUTPUTS, SCORES) or None in (ctx.plan, ctx.outputs, ctx.scores_raw):
+    if ctx.missing_input(st, PLAN, OUTPUTS, SCORES) or None in (ctx.plan, ctx.outputs, ctx.score_scorers):
         return st if st.status == "SKIP" else st.skip("plan, outputs or scores unreadable")
-    assert ctx.plan is not None and ctx.outputs is not None and ctx.scores_raw is not None
-    overrides = recorded_overrides(ctx.plan, [str(r.get("scorer")) for r in ctx.scores_raw], st)
+    assert ctx.plan is not None and ctx.outputs is not None and ctx.score_scorers is not None
+    overrides = recorded_overrides(ctx.plan, [str(r) for r in ctx.score_scorers], st)
     if overrides is None:
         return st
     timings = timings_from_bytes(ctx.src.read(layout.TIMINGS)) if ctx.usable(layout.TIMINGS) else {}
