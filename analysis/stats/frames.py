@@ -7,7 +7,7 @@ tens of milliseconds.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from typing import Any
 
 import numpy as np
@@ -37,7 +37,14 @@ def _frame(rows: Sequence[Any], fields: Sequence[str]) -> pd.DataFrame:
     names = [*fields, *COND_FIELDS]
     if not rows:
         return _frame_records([], names)
-    cols = list(zip(*map(get, rows))) + list(zip(*map(get_cond, map(attrgetter("condition"), rows))))
+    try:
+        # Pydantic records keep their fields in __dict__: item lookups there cost half of
+        # attribute lookups, which search the class first.
+        d = attrgetter("__dict__")
+        cols = (list(zip(*map(itemgetter(*fields), map(d, rows))))
+                + list(zip(*map(itemgetter(*COND_FIELDS), map(d, map(itemgetter("condition"), map(d, rows)))))))
+    except (KeyError, AttributeError, TypeError):  # records that are not plain field holders
+        cols = list(zip(*map(get, rows))) + list(zip(*map(get_cond, map(attrgetter("condition"), rows))))
     data: dict[str, Any] = {}
     n = len(rows)
     for name, col in zip(names, cols):
