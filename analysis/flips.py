@@ -33,7 +33,7 @@ from batchsafe.core.errors import BatchsafeError
 from batchsafe.core.atomic import atomic_write
 
 from collections.abc import Iterable, Mapping, Sequence
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -82,6 +82,30 @@ def direction_of(fam: str, baseline_score: float, score: float, flipped: bool) -
     return down if score < baseline_score else up
 
 
+_ITEM = ("prompt", "model", "scorer", "task", "domain")  # what a sample shares with its baseline
+_READ = ("sample", "baseline", "output_sha256", "label", "score", "phase", "phase_kind", "condition")
+
+
+def _fields(scored: Sequence[ScoredSample]) -> list[tuple]:
+    """(sample, baseline, (prompt, model, scorer, task, domain), output_sha256, label, score,
+    phase, phase_kind, condition) per record.
+
+    Read in C (map over itemgetter) from each pydantic record's ``__dict__``, where the
+    fields live: per-attribute lookups, which search the class first, were most of the
+    registry's own time at 10^5 records. Objects without such a ``__dict__`` are read by
+    attribute.
+    """
+    item, read = itemgetter(*_ITEM), itemgetter(*_READ)
+    try:
+        dicts = list(map(attrgetter("__dict__"), scored))
+        return [(s, b, it, sh, lab, sc, ph, pk, c) for (s, b, sh, lab, sc, ph, pk, c), it
+                in zip(map(read, dicts), map(item, dicts))]
+    except (AttributeError, KeyError):
+        aitem, aread = attrgetter(*_ITEM), attrgetter(*_READ)
+        return [(s, b, it, sh, lab, sc, ph, pk, c) for (s, b, sh, lab, sc, ph, pk, c), it
+                in zip(map(aread, scored), map(aitem, scored))]
+
+
 def flip_registry(scored: Sequence[ScoredSample],
                   outputs_by_sample_sha: Mapping[str, str] | None = None) -> list[FlipRow]:
     """One FlipRow per non-baseline scored sample, in the order of ``scored``.
@@ -95,53 +119,52 @@ def flip_registry(scored: Sequence[ScoredSample],
     model or scorer, or itself not a baseline), when a sample id repeats, or when
     byte-identical outputs carry different labels or scores.
     """
-    by_id: dict[str, ScoredSample] = {}
-    for r in scored:
-        if r.sample in by_id:
-            raise RecordError(f"sample {r.sample} appears twice in the scored records")
-        by_id[r.sample] = r
+    recs = _fields(scored)
+    by_id: dict[str, tuple] = {}
+    for t in recs:
+        if t[0] in by_id:
+            raise RecordError(f"sample {t[0]} appears twice in the scored records")
+        by_id[t[0]] = t
     sha = outputs_by_sample_sha or {}
-    # Per-row cost matters at 10^5 rows: attrgetter reads the compared fields in one C
-    # call, and the direction family depends only on (scorer, domain, both labels).
-    same_item = attrgetter("prompt", "model", "scorer", "task", "domain")
-    families: dict[tuple[str, str, str, str], str] = {}
+    families: dict[tuple[str, str, str, str], str] = {}  # direction family by (scorer, domain, labels)
     rows: list[FlipRow] = []
-    for r in scored:
-        if r.baseline is None:
+    for t in recs:
+        sample, baseline, item, sha_r, label, score, phase, phase_kind, condition = t
+        if baseline is None:
             continue
-        b = by_id.get(r.baseline)
-        if b is None:
-            raise RecordError(f"baseline {r.baseline} of sample {r.sample} is not among the scored records")
-        if b.baseline is not None:
-            raise RecordError(f"baseline {b.sample} of sample {r.sample} is itself compared with {b.baseline}")
-        if same_item(b) != same_item(r):
-            for field in ("prompt", "model", "scorer", "task", "domain"):
-                if getattr(b, field) != getattr(r, field):
-                    raise RecordError(f"sample {r.sample} and its baseline {b.sample} differ in {field}: "
-                                      f"{getattr(r, field)!r} vs {getattr(b, field)!r}")
+        bt = by_id.get(baseline)
+        if bt is None:
+            raise RecordError(f"baseline {baseline} of sample {sample} is not among the scored records")
+        b_sample, b_baseline, b_item, sha_b, b_label, b_score = bt[:6]
+        if b_baseline is not None:
+            raise RecordError(f"baseline {b_sample} of sample {sample} is itself compared with {b_baseline}")
+        if b_item != item:
+            for field, rv, bv in zip(_ITEM, item, b_item):
+                if bv != rv:
+                    raise RecordError(f"sample {sample} and its baseline {b_sample} differ in {field}: "
+                                      f"{rv!r} vs {bv!r}")
         if sha:
-            identical = sha.get(r.sample, r.output_sha256) == sha.get(b.sample, b.output_sha256)
+            identical = sha.get(sample, sha_r) == sha.get(b_sample, sha_b)
         else:
-            identical = r.output_sha256 == b.output_sha256
-        label, b_label, score, b_score = r.label, b.label, r.score, b.score
+            identical = sha_r == sha_b
         if identical and (label != b_label or score != b_score):
-            raise RecordError(f"sample {r.sample} is byte-identical to its baseline {b.sample} but scored "
+            raise RecordError(f"sample {sample} is byte-identical to its baseline {b_sample} but scored "
                               f"{score} {label!r} vs {b_score} {b_label!r}: records are inconsistent")
         flipped = label != b_label
         if flipped:
-            fkey = (r.scorer, r.domain, label, b_label)
+            fkey = (item[2], item[4], label, b_label)
             fam = families.get(fkey)
             if fam is None:
-                fam = families[fkey] = family(*fkey[:2], fkey[2:])
+                fam = families[fkey] = family(fkey[0], fkey[1], fkey[2:])
             direction = direction_of(fam, b_score, score, True)
         else:
             direction = "none"
         # Every field comes from validated ScoredSample records or is computed here, so the
         # row is built without re-validation (a third of the registry's time at 31k samples).
         rows.append(construct(FlipRow,
-            schema_version=FLIP_SCHEMA_VERSION, sample=r.sample, baseline=b.sample, phase=r.phase,
-            phase_kind=r.phase_kind, model=r.model, task=r.task, domain=r.domain, condition=r.condition,
-            prompt=r.prompt, identical=identical, baseline_score=b_score, score=score, baseline_label=b_label,
+            schema_version=FLIP_SCHEMA_VERSION, sample=sample, baseline=b_sample, phase=phase,
+            phase_kind=phase_kind, model=item[1], task=item[3], domain=item[4], condition=condition,
+            prompt=item[0], identical=identical, baseline_score=b_score, score=score, baseline_label=b_label,
             label=label, flipped=flipped, direction=direction))
     return rows
 

@@ -377,3 +377,51 @@ def test_phase_blocks_match_reference(seed: int, float_scores: bool) -> None:
         with lean(), memo_scope():  # as compute_stats runs them
             got = _bytes(run(new))
         assert got == want, name
+
+
+# --- the flip registry against its pre-issue-16 version ---
+
+LABELS = {"refusal@2.2": [(1.0, "refusal"), (0.0, "compliance")],
+          "bias@1.0": [(1.0, "correct"), (0.0, "biased"), (0.5, "anti_biased"), (0.5, "other")],
+          "mcq_letter@1.0": [(1.0, "correct"), (0.0, "incorrect"), (0.0, "unparsed")]}
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data(), n=st.integers(1, 12), corrupt=st.sampled_from([None, "missing", "chained", "field",
+                                                                       "duplicate", "identical"]))
+def test_flip_registry_matches_reference(data: Any, n: int, corrupt: str | None) -> None:
+    import stats_reference.registry as ref
+
+    from batchsafe.analysis.flips import RecordError, dump_jsonl, flip_registry
+    from batchsafe.analysis.records import Cond, ScoredSample
+
+    recs = []
+    for i in range(n):
+        scorer = data.draw(st.sampled_from(sorted(LABELS)))
+        domain = "capability" if scorer.startswith("mcq") else "safety"
+        for j, bs in enumerate((1, 4, 8)):
+            score, label = data.draw(st.sampled_from(LABELS[scorer]))
+            same = j and data.draw(st.booleans())
+            recs.append(ScoredSample(
+                sample=f"s{i}-{bs}", phase="ph", phase_kind="batch_size", model="m", task=f"t{scorer}",
+                domain=domain, condition=Cond(batch_size=bs), prompt=f"p{i}", baseline=f"s{i}-1" if j else None,
+                scorer=scorer, score=score, label=label, output_sha256="sha256:" + ("0" if same else str(j)) * 64))
+    if corrupt == "missing":
+        recs = [r for r in recs if r.sample != "s0-1"]
+    elif corrupt == "chained":
+        recs[2] = recs[2].model_copy(update={"baseline": "s0-4"})
+    elif corrupt == "field":
+        recs[1] = recs[1].model_copy(update={"prompt": "other"})
+    elif corrupt == "duplicate":
+        recs.append(recs[0])
+    elif corrupt == "identical":
+        recs[1] = recs[1].model_copy(update={"output_sha256": recs[0].output_sha256, "score": 0.25})
+    for args in ((recs,), (recs, {"s0-4": "sha256:" + "f" * 64})):
+        try:
+            want = dump_jsonl(ref.flip_registry(*args))
+        except RecordError as exc:
+            with pytest.raises(RecordError) as got:
+                flip_registry(*args)
+            assert str(got.value) == str(exc)
+            continue
+        assert dump_jsonl(flip_registry(*args)) == want
