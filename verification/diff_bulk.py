@@ -17,7 +17,7 @@ None and the caller runs the old loop over the whole file, which names the first
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from itertools import chain, compress
 from operator import itemgetter, ne
 from typing import TYPE_CHECKING, Any
@@ -26,6 +26,9 @@ import orjson
 
 if TYPE_CHECKING:
     from .diff_read import Key, LineCache
+
+SPAN = 1 << 18
+"""Bytes of a file split into lines at a time (about 500 lines of scores)."""
 
 CHUNK = 512
 """Lines parsed per step: bounds the parsed dicts alive at once (a 300k-line file parsed in one
@@ -93,26 +96,108 @@ def _chunk(cache: LineCache, part: Sequence[bytes], where: str, numbers: Sequenc
     return keys, vals
 
 
-def aligned_rows(cache: LineCache, lines: Sequence[bytes], where: str,
-                 prev: tuple[Sequence[bytes], Rows]) -> tuple[Rows, list[int]] | None:
-    """``bulk_rows`` of B's ``lines`` given A's lines and rows: a line equal to A's line at the same
-    position has A's key and the very same values tuple (which the diff's counters rely on:
+def _spans(raw: bytes) -> Iterator[tuple[int, int]]:
+    """(start, end) of consecutive runs of whole lines of about ``SPAN`` bytes; each ends just
+    after a line feed, but the last, which ends with the file."""
+    pos, n = 0, len(raw)
+    while pos < n:
+        cut = raw.find(b"\n", pos + SPAN - 1)
+        end = n if cut < 0 else cut + 1
+        yield pos, end
+        pos = end
+
+
+def _lines(raw: bytes, start: int, end: int) -> list[bytes]:
+    """The lines of ``raw[start:end]`` (a file without CR: ``splitlines`` there is a split at LF)."""
+    lines = raw[start:end].split(b"\n")
+    if not lines[-1]:
+        lines.pop()  # after the last line feed
+    return lines
+
+
+def read_rows(cache: LineCache, raw: bytes, where: str) -> tuple[Rows, list[tuple[int, int, int]]] | None:
+    """``bulk_rows`` of a file without CR, split a span at a time (no list of all its lines: a
+    300k-line file's was 150 MB more, built in fresh memory); also the spans, as (start, end,
+    lines), for ``aligned_rows``."""
+    keys: list[Key] = []
+    vals: list[tuple[Any, ...]] = []
+    spans = []
+    first = 0
+    for start, end in _spans(raw):
+        lines = _lines(raw, start, end)
+        try:
+            got = _chunk(cache, lines, where, range(first, first + len(lines)))
+        except Exception:  # noqa: BLE001 - any surprise: the old loop decides (and names the line)
+            return None
+        if got is None:
+            return None
+        keys += got[0]
+        vals += got[1]
+        spans.append((start, end, len(lines)))
+        first += len(lines)
+    return (keys, vals), spans
+
+
+def _take(raw: bytes, pos: int, count: int, hint: int) -> tuple[list[bytes], int]:
+    """The next ``count`` lines of ``raw`` from ``pos`` (fewer where the file ends), and the
+    position after them; ``hint``: about how many bytes they take."""
+    n = len(raw)
+    end = min(pos + hint + 64, n)
+    while True:
+        parts = raw[pos:end].split(b"\n", count)
+        if len(parts) > count:  # ``count`` whole lines
+            del parts[count:]
+            return parts, pos + sum(map(len, parts)) + count
+        if end >= n:
+            if not parts[-1]:
+                parts.pop()  # after the last line feed
+            return parts, n
+        end = min(pos + 2 * (end - pos) + 1, n)
+
+
+def aligned_rows(cache: LineCache, raw: bytes, where: str,
+                 prev: tuple[bytes, list[tuple[int, int, int]], Rows]) -> tuple[Rows, list[int]] | None:
+    """``read_rows`` of B given A's bytes, spans and rows: B's line at a position where A has the
+    same line takes A's key and the very same values tuple (which the diff's counters rely on:
     ``va is vb`` means the two rows agree on every field); only the others are parsed, and
-    their positions come back with the rows."""
-    lines_a, (keys_a, vals_a) = prev
-    m = min(len(lines), len(lines_a))
-    todo = list(compress(range(m), map(ne, lines, lines_a)))
-    todo += range(m, len(lines))
+    their positions come back with the rows. A span of A whose bytes B has at the same place
+    is not even split."""
+    raw_a, spans_a, (keys_a, vals_a) = prev
+    view = memoryview(raw_a)
+    todo: list[int] = []
+    todo_lines: list[bytes] = []
+    pos, n = 0, len(raw)
+    i = 0  # line number (0-based) in both files
+    for start, end, count in spans_a:
+        if pos >= n:
+            break
+        if raw_a[end - 1] == 10 and raw.startswith(view[start:end], pos):  # whole lines, all equal
+            pos += end - start
+            i += count
+            continue
+        lines_a = _lines(raw_a, start, end)
+        lines, pos = _take(raw, pos, count, end - start)
+        differ = list(compress(range(len(lines)), map(ne, lines, lines_a)))
+        todo += [i + j for j in differ]
+        todo_lines += [lines[j] for j in differ]
+        i += len(lines)
+        if len(lines) < count:  # B ends here
+            break
+    if pos < n:  # B's lines past A's last
+        rest = _lines(raw, pos, n)
+        todo += range(i, i + len(rest))
+        todo_lines += rest
+        i += len(rest)
+    m = min(i, len(keys_a))
     keys, vals = keys_a[:m], vals_a[:m]
     if not todo:
         return (keys, vals), todo
-    got = bulk_rows(cache, [lines[i] for i in todo], where, todo)
+    got = bulk_rows(cache, todo_lines, where, todo)
     if got is None:
         return None
-    extra = len(lines) - m
-    keys += [None] * extra  # type: ignore[list-item]
-    vals += [()] * extra
-    for i, k, v in zip(todo, *got):
-        keys[i] = k
-        vals[i] = v
+    keys += [None] * (i - m)  # type: ignore[list-item]
+    vals += [()] * (i - m)
+    for j, k, v in zip(todo, *got):
+        keys[j] = k
+        vals[j] = v
     return (keys, vals), todo

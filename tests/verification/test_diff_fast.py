@@ -135,9 +135,14 @@ def _read(raw_a: bytes, raw_b: bytes, scores: bool, fast: bool) -> tuple[Any, ..
     return (list(a.items()), list(b.items()), list(conds.labels.items())), (a, b, conds.labels, lc.diffs)
 
 
-def _check(seed: int, n: int, scores: bool, rare: float) -> None:
+def _check(seed: int, n: int, scores: bool, rare: float, span: int = 1 << 18) -> None:
     raw_a, raw_b = _files(seed, n, scores, rare)
-    got, parts = _read(raw_a, raw_b, scores, fast=True)
+    was = diff_bulk.SPAN
+    diff_bulk.SPAN = span  # small spans: many per file, B's lines taken across their ends
+    try:
+        got, parts = _read(raw_a, raw_b, scores, fast=True)
+    finally:
+        diff_bulk.SPAN = was
     want, _ = _read(raw_a, raw_b, scores, fast=False)
     assert got == want
     if parts is None:
@@ -153,10 +158,12 @@ def _check(seed: int, n: int, scores: bool, rare: float) -> None:
 
 
 @pytest.mark.parametrize("scores", [True, False], ids=["scores", "flips"])
-@given(seed=st.integers(0, 2**32 - 1), n=st.integers(0, 40), rare=st.sampled_from([0.0, 0.1, 0.5]))
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(0, 40), rare=st.sampled_from([0.0, 0.1, 0.5]),
+       span=st.sampled_from([1, 200, 1000, 1 << 18]))
 @settings(max_examples=300, deadline=None)
-def test_column_reader_and_tallies_equal_the_line_loop(scores: bool, seed: int, n: int, rare: float) -> None:
-    _check(seed, n, scores, rare)
+def test_column_reader_and_tallies_equal_the_line_loop(scores: bool, seed: int, n: int, rare: float,
+                                                       span: int) -> None:
+    _check(seed, n, scores, rare, span)
 
 
 def test_chunks_and_new_conditions_across_chunks(monkeypatch) -> None:
@@ -164,7 +171,27 @@ def test_chunks_and_new_conditions_across_chunks(monkeypatch) -> None:
     monkeypatch.setattr(diff_bulk, "CHUNK", 7)
     for seed in range(40):
         for scores in (True, False):
-            _check(seed, 60, scores, 0.1 if seed % 3 else 0.0)
+            _check(seed, 60, scores, 0.1 if seed % 3 else 0.0, span=[1, 300, 2000, 1 << 18][seed % 4])
+
+
+def test_files_without_a_final_line_feed_and_with_cr() -> None:
+    rnd = random.Random(3)
+    lines = [_dump(_score(i, rnd)) for i in range(12)]
+    other = list(lines)
+    other[5] = _dump(_score(99, rnd))
+    cases = [(b"\n".join(lines), b"\n".join(lines)), (b"\n".join(lines) + b"\n", b"\n".join(lines)),
+             (b"\n".join(lines), b"\n".join(other) + b"\n"), (b"\n".join(lines[:-1]), b"\n".join(lines)),
+             (b"\n".join(lines), b"\n".join(lines[:7])), (b"\r\n".join(lines), b"\n".join(lines)),
+             (b"\n".join(lines), b"\r\n".join(other)), (b"\n".join(lines), b"\n".join(lines) + b"\n\n"),
+             (b"\n".join(lines) + b"\n", b"\n".join(lines[:6]) + b"\r" + b"\n".join(lines[6:]))]
+    was = diff_bulk.SPAN
+    try:
+        for span in (1, 100, 700, 1 << 18):
+            diff_bulk.SPAN = span
+            for raw_a, raw_b in cases:
+                assert _read(raw_a, raw_b, True, fast=True)[0] == _read(raw_a, raw_b, True, fast=False)[0]
+    finally:
+        diff_bulk.SPAN = was
 
 
 def test_a_bad_line_past_the_first_chunk_is_named(monkeypatch) -> None:
