@@ -43,6 +43,15 @@ def clean(obj: Any) -> Any:
     Mapping keys become strings (JSON object keys) and are emitted sorted so that the
     output is byte-for-byte deterministic whatever the insertion order was.
     """
+    t = type(obj)  # exact built-in types first: the ABC/isinstance chain below is slow
+    if t is dict:
+        return {str(k): clean(obj[k]) for k in sorted(obj, key=str)}
+    if t is float:
+        return num(obj)
+    if t is str or t is bool or t is int or obj is None:
+        return obj
+    if t is list or t is tuple:
+        return [clean(v) for v in obj]
     if isinstance(obj, Mapping):
         return {str(k): clean(obj[k]) for k in sorted(obj, key=str)}
     if isinstance(obj, (list, tuple)):

@@ -425,3 +425,46 @@ def test_flip_registry_matches_reference(data: Any, n: int, corrupt: str | None)
             assert str(got.value) == str(exc)
             continue
         assert dump_jsonl(flip_registry(*args)) == want
+
+
+def _clean_reference(obj: Any) -> Any:
+    """_num.clean before its exact-type fast paths."""
+    from collections.abc import Mapping
+
+    from batchsafe.analysis.stats._num import num
+
+    if isinstance(obj, Mapping):
+        return {str(k): _clean_reference(obj[k]) for k in sorted(obj, key=str)}
+    if isinstance(obj, (list, tuple)):
+        return [_clean_reference(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return [_clean_reference(v) for v in obj.tolist()]
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return num(obj)
+    return obj
+
+
+leaf = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=3),
+                 st.floats().map(np.float64), st.integers(-5, 5).map(np.int64), st.booleans().map(np.bool_))
+tree = st.recursive(leaf, lambda kids: st.one_of(st.lists(kids, max_size=4), st.tuples(kids, kids),
+                                                 st.dictionaries(st.one_of(st.text(max_size=3), st.integers()), kids,
+                                                                 max_size=4)), max_leaves=20)
+
+
+@settings(max_examples=200, deadline=None)
+@given(obj=tree)
+def test_clean_matches_reference(obj: Any) -> None:
+    got, want = clean(obj), _clean_reference(obj)
+    assert repr(got) == repr(want) and [type(x) for x in _leaves(got)] == [type(x) for x in _leaves(want)]
+
+
+def _leaves(x: Any) -> list:
+    if isinstance(x, dict):
+        return [y for v in x.values() for y in _leaves(v)]
+    if isinstance(x, list):
+        return [y for v in x for y in _leaves(v)]
+    return [x]
