@@ -69,13 +69,15 @@ def _chunk(cache: LineCache, part: Sequence[bytes], where: str, numbers: Sequenc
     versions = list(map(_VERSION, recs))  # TypeError for a non-object, KeyError for no version
     if versions and (set(map(type, versions)) != {int} or min(versions) < 1 or max(versions) > cache.current):
         return None
-    # Conditions: each record's is a fresh dict; group equal ones (their items in order, C
-    # speed) and look each group up once, as the old loop looked up tuple(map(c.get, FIELDS)).
-    groups = list(map(tuple, map(dict.items, map(_COND, recs))))
-    canon_of: dict[tuple[Any, ...], tuple[Any, ...]] = dict.fromkeys(groups)  # type: ignore[arg-type]
+    # Conditions: each record's is a fresh dict; group equal ones (C speed) and look each group
+    # up once, as the old loop looked up tuple(map(c.get, FIELDS)) per line.
+    conds = list(map(_COND, recs))
+    names, groups = _condition_groups(conds)
+    canon_of: dict[Any, tuple[Any, ...]] = dict.fromkeys(groups)  # type: ignore[arg-type]
     seen = cache.conds.seen
     for group in canon_of:
-        raw = tuple(map(dict(group).get, cache.cond_fields))
+        cond = dict(zip(names, group)) if names is not None else dict(group)
+        raw = tuple(map(cond.get, cache.cond_fields))
         canon = seen.get(raw)
         if canon is None:
             # First line with this condition: the old loop validated it through record(), on
@@ -94,6 +96,18 @@ def _chunk(cache: LineCache, part: Sequence[bytes], where: str, numbers: Sequenc
         return None
     keys = list(zip(phases, models, prompts, map(canon_of.__getitem__, groups)))
     return keys, vals
+
+
+def _condition_groups(conds: list[Any]) -> tuple[tuple[str, ...] | None, list[Any]]:
+    """Per condition, a hashable value equal for equal conditions: when all have the first's
+    keys, (those keys, the tuples of their values); else (None, the tuples of their items)."""
+    names = tuple(conds[0]) if type(conds[0]) is dict else ()
+    if len(names) > 1 and set(map(len, conds)) == {len(names)}:
+        try:
+            return names, list(map(itemgetter(*names), conds))  # same size, all these keys: same keys
+        except (KeyError, TypeError):
+            pass
+    return None, list(map(tuple, map(dict.items, conds)))
 
 
 def _spans(raw: bytes) -> Iterator[tuple[int, int]]:
