@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel
 
 COND_FIELDS = ("batch_size", "cobatch", "group_size", "quant", "concurrency", "kernel", "repeat", "tensor_parallel",
                "load")
@@ -41,22 +42,44 @@ def _frame(rows: Sequence[Any], fields: Sequence[str]) -> pd.DataFrame:
         # Pydantic records keep their fields in __dict__: item lookups there cost half of
         # attribute lookups, which search the class first.
         d = attrgetter("__dict__")
-        cols = (list(zip(*map(itemgetter(*fields), map(d, rows))))
-                + list(zip(*map(itemgetter(*COND_FIELDS), map(d, map(itemgetter("condition"), map(d, rows)))))))
+        cols = list(zip(*map(itemgetter(*fields), map(d, rows))))
+        cond_objs = list(map(itemgetter("condition"), map(d, rows)))
+        conds = list(map(itemgetter(*COND_FIELDS), map(d, cond_objs)))
     except (KeyError, AttributeError, TypeError):  # records that are not plain field holders
-        cols = list(zip(*map(get, rows))) + list(zip(*map(get_cond, map(attrgetter("condition"), rows))))
+        cols = list(zip(*map(get, rows)))
+        cond_objs = list(map(attrgetter("condition"), rows))
+        conds = list(map(get_cond, cond_objs))
     data: dict[str, Any] = {}
     n = len(rows)
-    for name, col in zip(names, cols):
-        if name in _FLOAT:
-            data[name] = np.array(col, dtype=float)
-        elif name in _BOOL:
-            data[name] = np.array(col, dtype=bool)
-        elif name in _NUMERIC:
-            data[name] = _numeric(col)
-        else:
-            data[name] = np.fromiter(col, dtype=object, count=n)
+    for name, col in zip(fields, cols):
+        data[name] = _column(name, col, n)
+    data.update(_cond_columns(conds, cond_objs, n))
     return pd.DataFrame(data, copy=False)
+
+
+def _column(name: str, col: tuple, n: int) -> np.ndarray:
+    if name in _FLOAT:
+        return np.array(col, dtype=float)
+    if name in _BOOL:
+        return np.array(col, dtype=bool)
+    if name in _NUMERIC:
+        return _numeric(col)
+    return np.fromiter(col, dtype=object, count=n)
+
+
+def _cond_columns(conds: list[tuple], cond_objs: list[Any], n: int) -> dict[str, np.ndarray]:
+    """The condition columns, built once per distinct condition and indexed by row.
+
+    A plan has a few dozen conditions for 10^4-10^5 rows. Distinct conditions are found
+    by tuple equality, which would merge 1 and 1.0 (or True): only conditions of one
+    validated model class (typed int/str fields, so no such mixes) take this path.
+    """
+    classes = set(map(type, cond_objs))
+    if len(classes) == 1 and issubclass(next(iter(classes)), BaseModel):
+        index = {t: i for i, t in enumerate(dict.fromkeys(conds))}
+        codes = np.fromiter(map(index.__getitem__, conds), dtype=np.intp, count=n)
+        return {name: _column(name, col, len(index))[codes] for name, col in zip(COND_FIELDS, zip(*index))}
+    return {name: _column(name, col, n) for name, col in zip(COND_FIELDS, zip(*conds))}
 
 
 def _numeric(col: tuple) -> np.ndarray:

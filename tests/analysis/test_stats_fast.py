@@ -204,18 +204,22 @@ def _frame_reference(rows: list, fields: tuple) -> pd.DataFrame:
 maybe_int = st.one_of(st.none(), st.integers(1, 64))
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(conds=st.lists(st.tuples(maybe_int, st.sampled_from([None, "solo", "mixed"]), maybe_int,
-                                st.one_of(st.none(), st.floats(0, 100, allow_nan=False))), min_size=0, max_size=12))
-def test_frames_match_from_records(conds: list) -> None:
+                                st.one_of(st.none(), st.floats(0, 100, allow_nan=False))), min_size=0, max_size=12),
+       model=st.booleans())
+def test_frames_match_from_records(conds: list, model: bool) -> None:
     from types import SimpleNamespace
 
+    from batchsafe.analysis.records import Cond
     from batchsafe.analysis.stats.frames import FLIP_FIELDS, SAMPLE_FIELDS, flips_frame, samples_frame
 
     rows = []
     for i, (bs, cob, rep, lat) in enumerate(conds):
-        cond = SimpleNamespace(batch_size=bs, cobatch=cob, group_size=None, quant=None, concurrency=bs, kernel=None,
-                               repeat=rep if rep is not None else 0, tensor_parallel=None, load=None)
+        # Cond (a pydantic model) takes the per-distinct-condition path, a namespace the per-row one.
+        cond = (Cond if model else SimpleNamespace)(
+            batch_size=bs, cobatch=cob, group_size=None, quant=None, concurrency=bs, kernel=None,
+            repeat=rep if rep is not None else 0, tensor_parallel=None, load=None)
         rows.append(SimpleNamespace(
             sample=f"s{i}", phase="p", phase_kind="batch_size", model="m", task="t", domain="safety", prompt="q",
             baseline=None if i % 2 else "s0", score=float(i % 3) / 2, label="x", latency_s=lat, condition=cond,
