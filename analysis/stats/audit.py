@@ -51,7 +51,8 @@ def audit_block(fl: pd.DataFrame, *, alpha: float = 0.05, kinds: tuple[str, ...]
     non_refusal_tasks), compliance (refusal-task compliance share at baseline vs
     shifted, per phase, TR138 11.7).
     """
-    rows = fl[fl["phase_kind"].isin(kinds)]
+    used = ["phase_kind", "phase", "model", "task", "domain", "flipped", "direction", "baseline_label", "label"]
+    rows = fl[used][fl["phase_kind"].isin(kinds)]  # 9 of the ~24 columns are read below
     cand = rows[(rows["domain"] == "safety") & rows["flipped"]]
     cdir = cand["direction"].to_numpy()
     top = _summary(cdir, alpha)

@@ -230,8 +230,10 @@ def agreement(fa: pd.DataFrame, fb: pd.DataFrame, axis: str = "batch_size") -> d
     """
     keys = ["model", "prompt", axis]
     cols = keys + ["flipped", "score"]
-    a = fa.sort_values("repeat", kind="stable").drop_duplicates(keys)[cols]
-    b = fb.sort_values("repeat", kind="stable").drop_duplicates(keys)[cols]
+    # Columns first, then sort and dedupe: the same rows, without carrying ~20 other columns.
+    use = list(dict.fromkeys([*cols, "repeat"]))
+    a = fa[use].sort_values("repeat", kind="stable").drop_duplicates(keys)[cols]
+    b = fb[use].sort_values("repeat", kind="stable").drop_duplicates(keys)[cols]
     j = a.merge(b, on=keys, suffixes=("_a", "_b"))
     j["fa"] = j["flipped_a"] == j["flipped_b"]
     j["sa"] = j["score_a"] == j["score_b"]
