@@ -18,7 +18,7 @@ None and the caller runs the old loop over the whole file, which names the first
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from itertools import chain, compress
+from itertools import accumulate, chain, compress
 from operator import itemgetter, ne
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 
 SPAN = 1 << 18
 """Bytes of a file split into lines at a time (about 500 lines of scores)."""
+
+BLOCK = 16
+"""Lines of A compared with B's as one byte string (most blocks are equal: they are not split)."""
 
 CHUNK = 512
 """Lines parsed per step: bounds the parsed dicts alive at once (a 300k-line file parsed in one
@@ -129,10 +132,10 @@ def _lines(raw: bytes, start: int, end: int) -> list[bytes]:
     return lines
 
 
-def read_rows(cache: LineCache, raw: bytes, where: str) -> tuple[Rows, list[tuple[int, int, int]]] | None:
+def read_rows(cache: LineCache, raw: bytes, where: str) -> tuple[Rows, list[tuple[int, int, int, list[int]]]] | None:
     """``bulk_rows`` of a file without CR, split a span at a time (no list of all its lines: a
     300k-line file's was 150 MB more, built in fresh memory); also the spans, as (start, end,
-    lines), for ``aligned_rows``."""
+    lines, where every BLOCK-th line starts), for ``aligned_rows``."""
     keys: list[Key] = []
     vals: list[tuple[Any, ...]] = []
     spans = []
@@ -147,7 +150,9 @@ def read_rows(cache: LineCache, raw: bytes, where: str) -> tuple[Rows, list[tupl
             return None
         keys += got[0]
         vals += got[1]
-        spans.append((start, end, len(lines)))
+        # Where every BLOCK-th line starts, for aligned_rows to compare B with A a block at a time.
+        at = list(accumulate(map(len, lines), initial=0))
+        spans.append((start, end, len(lines), [start + at[j] + j for j in range(0, len(lines), BLOCK)] + [end]))
         first += len(lines)
     return (keys, vals), spans
 
@@ -170,19 +175,21 @@ def _take(raw: bytes, pos: int, count: int, hint: int) -> tuple[list[bytes], int
 
 
 def aligned_rows(cache: LineCache, raw: bytes, where: str,
-                 prev: tuple[bytes, list[tuple[int, int, int]], Rows]) -> tuple[Rows, list[int]] | None:
+                 prev: tuple[bytes, list[tuple[int, int, int, list[int]]], Rows]) -> tuple[Rows, list[int]] | None:
     """``read_rows`` of B given A's bytes, spans and rows: B's line at a position where A has the
     same line takes A's key and the very same values tuple (which the diff's counters rely on:
     ``va is vb`` means the two rows agree on every field); only the others are parsed, and
-    their positions come back with the rows. A span of A whose bytes B has at the same place
-    is not even split."""
+    their positions come back with the rows. A block of A's lines whose bytes B has at the
+    same place is not even split."""
     raw_a, spans_a, (keys_a, vals_a) = prev
     view = memoryview(raw_a)
     todo: list[int] = []
     todo_lines: list[bytes] = []
     pos, n = 0, len(raw)
     i = 0  # line number (0-based) in both files
-    for start, end, count in spans_a:
+    blocks = ((marks[q], marks[q + 1], min(BLOCK, count - q * BLOCK))
+              for start, end, count, marks in spans_a for q in range(len(marks) - 1))
+    for start, end, count in blocks:
         if pos >= n:
             break
         if raw_a[end - 1] == 10 and raw.startswith(view[start:end], pos):  # whole lines, all equal

@@ -89,7 +89,7 @@ class LineCache:
         self.cond_fields = COND_FIELDS
         self.lines: dict[bytes, tuple[Key, tuple[Any, ...]]] = {}
         """Parsed lines of the line-by-line path (the column-wise path compares B with A by position)."""
-        self.prev: tuple[bytes, list[tuple[int, int, int]], Rows] | None = None
+        self.prev: tuple[bytes, list[tuple[int, int, int, list[int]]], Rows] | None = None
         self.diffs: list[int] | None = None
         """After B was read against A: positions of B's lines that were not A's line there."""
         # A numeric field that differs between any two runs (latency) and that the diff does
