@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ._groups import groups
 from ._memo import memo_scope
 from ._num import clean
 from ._runtime import lean
@@ -51,6 +52,18 @@ def _versions() -> dict[str, str]:
 
     return {"numpy": np.__version__, "pandas": pd.__version__, "scipy": scipy.__version__,
             "statsmodels": statsmodels.__version__}
+
+
+def _phase_kinds(df: pd.DataFrame) -> dict[str, Any]:
+    """``df.groupby("phase")["phase_kind"].first()`` as a dict: each phase's first non-missing kind."""
+    kind = df["phase_kind"].to_numpy()
+    out: dict[str, Any] = {}
+    for phase, pos in groups(df["phase"]):
+        first = kind[pos[0]]
+        if first is None or first != first:  # a missing kind first: pandas' rule, via pandas
+            return df.groupby("phase")["phase_kind"].first().to_dict()
+        out[phase] = first
+    return out
 
 
 def compute_stats(scored: Sequence[Any], flips: Sequence[Any], alpha: float = 0.05, tost_margin: float = 0.03,
@@ -77,7 +90,7 @@ def _compute(scored: Sequence[Any], flips: Sequence[Any], alpha: float, tost_mar
     kinds: dict[str, str] = {}
     for df in (sdf, fdf):
         if len(df):
-            kinds.update(df.groupby("phase")["phase_kind"].first().to_dict())
+            kinds.update(_phase_kinds(df))
     clash = sorted(set(kinds) & RESERVED)
     if clash:
         raise ValueError(f"phase ids {clash} clash with top-level stats keys {sorted(RESERVED)}")

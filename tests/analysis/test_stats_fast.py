@@ -472,3 +472,13 @@ def _leaves(x: Any) -> list:
     if isinstance(x, list):
         return [y for v in x for y in _leaves(v)]
     return [x]
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=st.lists(st.tuples(st.sampled_from(["p1", "p2", "p10", None]),
+                               st.sampled_from(["batch_size", "cobatch", None])), min_size=1, max_size=20))
+def test_phase_kinds_match_groupby_first(rows: list) -> None:
+    from batchsafe.analysis.stats.core import _phase_kinds
+
+    df = pd.DataFrame(rows, columns=["phase", "phase_kind"], dtype=object)
+    assert repr(_phase_kinds(df)) == repr(df.groupby("phase")["phase_kind"].first().to_dict())
