@@ -13,6 +13,12 @@ field present, hashable keys, no repeated key), and validates each condition not
 through ``LineCache.record`` on the first line that has it, as the old loop did. Anything
 else (a blank line, bad JSON, a missing field, a newer version, a repeated key) returns
 None and the caller runs the old loop over the whole file, which names the first bad line.
+The old loop cut the volatile latency field out of score lines before parsing them; this
+path parses them as written, which reads the same key and values unless one of those is an
+object or a list (the cut can reach inside): such a chunk goes to the old loop too. A
+condition is validated on its first line with the cut made, as the old loop saw it.
+
+Files with CR in them are left to the old loop (here lines are split at LF only).
 """
 
 from __future__ import annotations

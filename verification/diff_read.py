@@ -1,12 +1,14 @@
 """Fast readers of a bundle's analysis files for ``batchsafe diff``.
 
-Two 31k-sample bundles must diff in well under a second, so JSONL lines are parsed with
-orjson into plain dicts, not validated per row by pydantic, and a line that B has byte
-for byte from A is parsed once (``LineCache``); a file with the same digest in both is
-read once. What is checked per line: a JSON object, a ``schema_version`` this batchsafe
-understands (newer is refused), the fields the diff reads, and a sample key (phase,
-model, prompt, condition) that does not repeat. Each distinct condition is validated
-once by ``compiler.plan.Condition``.
+JSONL lines are parsed with orjson into plain dicts, not validated per row by pydantic,
+and read column-wise (``diff_bulk``): whole columns of a few hundred lines at a time, and
+B's lines that are byte for byte A's line at the same position not parsed again (two runs
+of one plan differ in few lines); a file with the same digest in both is read once. What
+is checked per line: a JSON object, a ``schema_version`` this batchsafe understands (newer
+is refused), the fields the diff reads, and a sample key (phase, model, prompt, condition)
+that does not repeat. Each distinct condition is validated once by
+``compiler.plan.Condition``. Anything unusual goes through the line-by-line reader
+(``LineCache.index_lines``), which names the first bad line.
 """
 
 from __future__ import annotations
@@ -79,8 +81,8 @@ class Conditions:
 
 
 class LineCache:
-    """Parsed lines of one kind of file, shared by A and B: a line B has byte for byte from A
-    is not parsed again (two runs of one plan differ in few lines)."""
+    """Reader of one kind of file, shared by A and B: B's lines that A has at the same position
+    (column-wise path) or anywhere (line-by-line path) are not parsed again."""
 
     def __init__(self, what: str, current: int, fields: Sequence[str], conds: Conditions,
                  volatile: str | None = None) -> None:
@@ -93,8 +95,10 @@ class LineCache:
         self.diffs: list[int] | None = None
         """After B was read against A: positions of B's lines that were not A's line there."""
         # A numeric field that differs between any two runs (latency) and that the diff does
-        # not read: cut from the lines (as written, canonical: a number or null between ','
-        # and ',' or '}') so that the rest can match byte for byte. One C pass over the file.
+        # not read: the line-by-line path cuts it from the lines (as written, canonical: a
+        # number or null between ',' and ',' or '}') so that the rest can match byte for byte.
+        # The column-wise path parses the lines as they are and takes only what the cut
+        # cannot change (see diff_bulk._chunk).
         self.volatile = re.compile(rb',"' + re.escape(volatile.encode()) + rb'":(?:[-+0-9.eE]+|null)(?=[,}])'
                                    ) if volatile else None
 
