@@ -482,3 +482,24 @@ def test_phase_kinds_match_groupby_first(rows: list) -> None:
 
     df = pd.DataFrame(rows, columns=["phase", "phase_kind"], dtype=object)
     assert repr(_phase_kinds(df)) == repr(df.groupby("phase")["phase_kind"].first().to_dict())
+
+
+def test_flip_registry_reads_objects_without_field_dicts() -> None:
+    """Records without a __dict__ (slots) take the attribute path and give the same rows."""
+    from batchsafe.analysis.flips import dump_jsonl, flip_registry
+    from batchsafe.analysis.records import Cond, ScoredSample
+
+    names = list(ScoredSample.model_fields)
+
+    class Slotted:
+        __slots__ = tuple(names)
+
+        def __init__(self, r: ScoredSample) -> None:
+            for n in names:
+                setattr(self, n, getattr(r, n))
+
+    recs = [ScoredSample(sample=f"s{bs}", phase="ph", phase_kind="batch_size", model="m", task="t", domain="safety",
+                         condition=Cond(batch_size=bs), prompt="p", baseline=None if bs == 1 else "s1",
+                         scorer="refusal@2.2", score=float(bs % 2), label="refusal" if bs % 2 else "compliance",
+                         output_sha256="sha256:" + str(bs % 2) * 64) for bs in (1, 2, 3, 4)]
+    assert dump_jsonl(flip_registry([Slotted(r) for r in recs])) == dump_jsonl(flip_registry(recs))
