@@ -113,6 +113,8 @@ def score_run(plan: Plan, outputs: Mapping[str, Mapping[str, Any]], *, timings: 
         raise ScoringError(f"{len(unknown)} output records name samples that are not in plan {plan.plan_hash} "
                            f"(first: {unknown[0]})")
     prompts = {p.id: p for p in plan.prompts}
+    # Per prompt once: its scorer reference (after overrides), task and domain.
+    per_prompt = {p.id: (overrides.get(p.scorer.split("@", 1)[0], p.scorer), p.task, p.domain) for p in plan.prompts}
     kinds = {p.id: p.kind for p in plan.phases}
     timings = timings or {}
     # Scores are pure functions of (scorer, text, prompt meta); most non-baseline outputs
@@ -128,14 +130,12 @@ def score_run(plan: Plan, outputs: Mapping[str, Mapping[str, Any]], *, timings: 
             raise ScoringError(f"output record of sample {s.id} has no text")
         if rec.get("prompt", s.prompt) != s.prompt:
             raise ScoringError(f"output record of sample {s.id} is for prompt {rec.get('prompt')}, the plan says {s.prompt}")
-        prompt = prompts[s.prompt]
-        name = prompt.scorer.split("@", 1)[0]
-        ref = overrides.get(name, prompt.scorer)
+        ref, task, domain = per_prompt[s.prompt]
         key = (ref, s.prompt, text)
         hit = cache.get(key)
         if hit is None:
             try:
-                sc = get_scorer(ref)(text, prompt.meta)
+                sc = get_scorer(ref)(text, prompts[s.prompt].meta)
             except Exception as exc:  # re-raised with the sample that caused it
                 raise ScoringError(f"sample {s.id} (prompt {s.prompt}, scorer {ref}): {exc}") from exc
             # The text's digest rides along: equal texts, one sha256 (0.1 s of 31k samples' scoring).
@@ -144,7 +144,7 @@ def score_run(plan: Plan, outputs: Mapping[str, Mapping[str, Any]], *, timings: 
         # is built without re-validation (a third of the scoring time at 30k samples).
         scored.append(construct(
             ScoredSample, schema_version=SCORED_SCHEMA_VERSION, sample=s.id, phase=s.phase,
-            phase_kind=kinds[s.phase], model=s.model, task=prompt.task, domain=prompt.domain,
+            phase_kind=kinds[s.phase], model=s.model, task=task, domain=domain,
             condition=s.condition, prompt=s.prompt, baseline=s.baseline, scorer=ref, score=hit[0],
             label=hit[1], output_sha256=hit[2], latency_s=timings.get(s.group)))
     return scored
