@@ -48,6 +48,7 @@ _PHASE, _MODEL, _PROMPT = itemgetter("phase"), itemgetter("model"), itemgetter("
 _CONTAINERS = frozenset({dict, list})
 
 Rows = tuple[list["Key"], list[tuple[Any, ...]]]
+Index = dict["Key", tuple[Any, ...]]
 
 
 def bulk_rows(cache: LineCache, lines: Sequence[bytes], where: str,
@@ -180,14 +181,20 @@ def _take(raw: bytes, pos: int, count: int, hint: int) -> tuple[list[bytes], int
         end = min(pos + 2 * (end - pos) + 1, n)
 
 
-def aligned_rows(cache: LineCache, raw: bytes, where: str,
-                 prev: tuple[bytes, list[tuple[int, int, int, list[int]]], Rows]) -> tuple[Rows, list[int]] | None:
-    """``read_rows`` of B given A's bytes, spans and rows: B's line at a position where A has the
-    same line takes A's key and the very same values tuple (which the diff's counters rely on:
-    ``va is vb`` means the two rows agree on every field); only the others are parsed, and
-    their positions come back with the rows. A block of A's lines whose bytes B has at the
-    same place is not even split."""
-    raw_a, spans_a, (keys_a, vals_a) = prev
+def aligned_index(cache: LineCache, raw: bytes, where: str,
+                  prev: tuple[bytes, list[tuple[int, int, int, list[int]]], Rows, Index]
+                  ) -> tuple[Index, list[int]] | None:
+    """B's records by key, given A's bytes, spans, rows and records, and the positions of B's
+    lines that are not A's line at the same position (or None where the line loop decides).
+
+    B's line at a position where A has the same line is A's record: the same key and the
+    very same values tuple (which the diff's counters rely on: ``va is vb`` means the two
+    rows agree on every field); only the other lines are parsed. A block of A's lines whose
+    bytes B has at the same place is not even split, and B's records start as a copy of A's
+    (one C copy instead of 300k insertions): the rows B shares with A keep A's order and
+    B's other rows follow in B's order, which is all the diff reads of B's order.
+    """
+    raw_a, spans_a, (keys_a, _), index_a = prev
     view = memoryview(raw_a)
     todo: list[int] = []
     todo_lines: list[bytes] = []
@@ -215,16 +222,21 @@ def aligned_rows(cache: LineCache, raw: bytes, where: str,
         todo += range(i, i + len(rest))
         todo_lines += rest
         i += len(rest)
-    m = min(i, len(keys_a))
-    keys, vals = keys_a[:m], vals_a[:m]
-    if not todo:
-        return (keys, vals), todo
-    got = bulk_rows(cache, todo_lines, where, todo)
+    got = bulk_rows(cache, todo_lines, where, todo) if todo else ([], [])
     if got is None:
         return None
-    keys += [None] * (i - m)  # type: ignore[list-item]
-    vals += [()] * (i - m)
-    for j, k, v in zip(todo, *got):
-        keys[j] = k
-        vals[j] = v
-    return (keys, vals), todo
+    out = dict(index_a)
+    for j in todo:  # A's rows where B has another line (keys are unique: each is there once)
+        if j >= len(keys_a):
+            break
+        del out[keys_a[j]]
+    for j in range(i, len(keys_a)):  # A's rows past B's last line
+        del out[keys_a[j]]
+    try:
+        for k, v in zip(*got):
+            if k in out:
+                return None  # a repeated key: the line loop names it
+            out[k] = v
+    except TypeError:  # an unhashable key: likewise
+        return None
+    return out, todo

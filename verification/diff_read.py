@@ -28,7 +28,7 @@ from batchsafe.core.jsonl import JsonLineError, parse_line
 from batchsafe.bundles.manifest import BundleError
 from batchsafe.compiler.plan import Condition
 
-from .diff_bulk import Rows, aligned_rows, read_rows
+from .diff_bulk import Rows, aligned_index, read_rows
 from .source import BundleSource
 
 SCORES, FLIPS, STATS, ENVIRONMENT, PLAN = layout.SCORES, layout.FLIPS, layout.STATS, layout.ENVIRONMENT, layout.PLAN
@@ -91,7 +91,7 @@ class LineCache:
         self.cond_fields = COND_FIELDS
         self.lines: dict[bytes, tuple[Key, tuple[Any, ...]]] = {}
         """Parsed lines of the line-by-line path (the column-wise path compares B with A by position)."""
-        self.prev: tuple[bytes, list[tuple[int, int, int, list[int]]], Rows] | None = None
+        self.prev: tuple[bytes, list[tuple[int, int, int, list[int]]], Rows, dict[Key, tuple[Any, ...]]] | None = None
         self.diffs: list[int] | None = None
         """After B was read against A: positions of B's lines that were not A's line there."""
         # A numeric field that differs between any two runs (latency) and that the diff does
@@ -121,29 +121,28 @@ class LineCache:
         """Records of a JSONL file by sample key (file order); a repeated key is an error.
 
         Column-wise (``diff_bulk``) when the file is well formed, B's lines that equal A's
-        at the same position taken from A; otherwise, or to name an error, line by line.
+        at the same position taken from A (B's dict then has A's order for the rows they
+        share: see ``aligned_index``); otherwise, or to name an error, line by line.
         """
         prev, self.prev = self.prev, None  # A's bytes, spans and rows, kept for B only
         self.diffs = None
-        rows = diffs = spans = None
-        if b"\r" not in raw:  # lines end at LF alone, where the column-wise path splits them
-            if prev is not None:
-                got = aligned_rows(self, raw, where, prev)
-                if got is not None:
-                    rows, diffs = got
-            else:
-                got_a = read_rows(self, raw, where)
-                if got_a is not None:
-                    rows, spans = got_a
-        if rows is not None:
+        if b"\r" in raw:  # the column-wise path splits lines at LF alone
+            return self.index_lines(raw, where)
+        if prev is not None:
+            got = aligned_index(self, raw, where, prev)
+            if got is None:
+                return self.index_lines(raw, where)
+            out, self.diffs = got
+            return out
+        got_a = read_rows(self, raw, where)
+        if got_a is not None:
+            rows, spans = got_a
             try:
                 out = dict(zip(*rows))
             except TypeError:  # an unhashable key: named below
                 out = {}
             if len(out) == len(rows[0]):  # else a repeated or unhashable key: named below
-                if spans is not None:
-                    self.prev = (raw, spans, rows)
-                self.diffs = diffs
+                self.prev = (raw, spans, rows, out)
                 return out
         return self.index_lines(raw, where)
 

@@ -132,7 +132,10 @@ def _read(raw_a: bytes, raw_b: bytes, scores: bool, fast: bool) -> tuple[Any, ..
         b = read(raw_b, "B: f")
     except DiffError as exc:
         return ("error", str(exc)), None
-    return (list(a.items()), list(b.items()), list(conds.labels.items())), (a, b, conds.labels, lc.diffs)
+    # B's order is B's file order only for its rows A lacks (the rows it shares keep A's
+    # order when B was read against A): the only order of B the diff reads.
+    return (list(a.items()), b, [k for k in b if k not in a], list(conds.labels.items())), (a, b, conds.labels,
+                                                                                          lc.diffs)
 
 
 def _check(seed: int, n: int, scores: bool, rare: float, span: int = 1 << 18) -> None:
