@@ -142,7 +142,7 @@ def _lines(raw: bytes, start: int, end: int) -> list[bytes]:
 def read_rows(cache: LineCache, raw: bytes, where: str) -> tuple[Rows, list[tuple[int, int, int, list[int]]]] | None:
     """``bulk_rows`` of a file without CR, split a span at a time (no list of all its lines: a
     300k-line file's was 150 MB more, built in fresh memory); also the spans, as (start, end,
-    lines, where every BLOCK-th line starts), for ``aligned_rows``."""
+    lines, where every BLOCK-th line starts), for ``aligned_index``."""
     keys: list[Key] = []
     vals: list[tuple[Any, ...]] = []
     spans = []
@@ -157,7 +157,7 @@ def read_rows(cache: LineCache, raw: bytes, where: str) -> tuple[Rows, list[tupl
             return None
         keys += got[0]
         vals += got[1]
-        # Where every BLOCK-th line starts, for aligned_rows to compare B with A a block at a time.
+        # Where every BLOCK-th line starts, for aligned_index to compare B with A a block at a time.
         at = list(accumulate(map(len, lines), initial=0))
         spans.append((start, end, len(lines), [start + at[j] + j for j in range(0, len(lines), BLOCK)] + [end]))
         first += len(lines)
