@@ -17,13 +17,15 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 import numpy as np
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-_cache: dict[Any, Any] | None = None
+# Per context (thread, task): concurrent compute_stats calls neither share nor end each other's scope.
+_cache: ContextVar[dict[Any, Any] | None] = ContextVar("batchsafe_stats_memo", default=None)
 
 
 class _Unkeyable(Exception):
@@ -61,7 +63,7 @@ def memo(fn: F) -> F:
     """Decorator: inside :func:`memo_scope`, repeated exact arguments reuse the first result."""
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        cache = _cache
+        cache = _cache.get()
         if cache is None:
             return fn(*args, **kwargs)
         try:
@@ -78,11 +80,9 @@ def memo(fn: F) -> F:
 @contextmanager
 def memo_scope() -> Iterator[None]:
     """Reuse primitive results inside the block (nesting keeps the outer scope's cache)."""
-    global _cache
-    outer = _cache
-    if outer is None:
-        _cache = {}
+    token = _cache.set({}) if _cache.get() is None else None
     try:
         yield
     finally:
-        _cache = outer
+        if token is not None:
+            _cache.reset(token)

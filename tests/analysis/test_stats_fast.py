@@ -330,3 +330,17 @@ def test_phase_kinds_match_groupby_first(rows: list) -> None:
 
     df = pd.DataFrame(rows, columns=["phase", "phase_kind"], dtype=object)
     assert repr(_phase_kinds(df)) == repr(df.groupby("phase")["phase_kind"].first().to_dict())
+
+
+def test_memo_scope_is_per_thread() -> None:
+    import threading
+
+    from batchsafe.analysis.stats._memo import _cache, memo_scope
+
+    seen: list[Any] = []
+    with memo_scope():
+        t = threading.Thread(target=lambda: seen.append(_cache.get()))
+        t.start()
+        t.join()
+        assert _cache.get() is not None
+    assert seen == [None] and _cache.get() is None
