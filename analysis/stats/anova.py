@@ -11,7 +11,7 @@ rows. The design matrix of categorical factors depends only on each row's level
 combination, so patsy builds it once for one row per combination (cached by the levels)
 and the full matrix is that small one indexed by each row's combination: the same
 columns, the same 0/1 values, the same design_info, so OLS and ``anova_lm`` give the
-same numbers bit for bit (tests/analysis/test_anova_fast.py checks that against the
+same numbers bit for bit (tests/analysis/test_stats_fast.py checks that against the
 formula path).
 """
 
