@@ -63,20 +63,22 @@ def parse_lines_bulk(raw: bytes, where: str, what: str,
     by line with one orjson call per line and proven canonical with one dump of the whole
     list; anything else takes the general path, which names the first bad line.
     """
-    try:
-        raw.decode("utf-8")
-    except UnicodeDecodeError as exc:  # orjson would say "surrogates not allowed" or similar
-        line = raw.count(b"\n", 0, exc.start) + 1
-        raise JsonLineError(f"{where}:{line}: invalid UTF-8 at byte {exc.start}") from None
     if plain_layout(raw):
         lines = raw.split(b"\n")
         lines.pop()  # the empty string after the final newline
         try:
+            # orjson refuses invalid UTF-8 anywhere in its input, and the line feeds between
+            # the lines are ASCII: all lines parsed means the file is valid UTF-8.
             records = list(map(orjson.loads, lines))
         except orjson.JSONDecodeError:
             records = None  # the general path names the line
         if records is not None:
             return _checked(records, where, what, current), _dump_matches(raw, records)
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:  # orjson would say "surrogates not allowed" or similar
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise JsonLineError(f"{where}:{line}: invalid UTF-8 at byte {exc.start}") from None
     numbered = [(n, line) for n, line in enumerate(raw.splitlines(), 1) if line.strip()]
     return [(n, parse_line(line, where, n, what, current)) for n, line in numbered], False
 
