@@ -10,14 +10,70 @@ False means "walk the records to name the problem", never "wrong".
 
 from __future__ import annotations
 
+import functools
+import types
+import typing
 from typing import Any
 
-from pydantic import TypeAdapter
+from pydantic import BaseModel, TypeAdapter
 
 from batchsafe.compiler.plan import Condition, Plan
 
 _MISSING = object()
 """Stands in for an absent key: it equals nothing, so a field some records lack takes the loop."""
+
+
+def rows_json(rows: list[BaseModel]) -> list[dict[str, Any]]:
+    """``[r.model_dump(mode="json") for r in rows]`` for rows of one model class, fast where it can be.
+
+    For a model whose fields are plain JSON values (str, int, float, bool, None, Literals
+    and unions of them) except some typed ``Condition``, with no serializers, computed or
+    excluded fields, a row's dump is a copy of its ``__dict__`` with the conditions dumped
+    (all rows' in one call): 3x faster than pydantic's serializer at 30k rows. Any other
+    model goes through the serializer, in one call.
+    """
+    if not rows:
+        return []
+    cls = type(rows[0])
+    conds = _condition_fields(cls)
+    if conds is None or not all(type(r) is cls for r in rows):
+        return TypeAdapter(list[cls]).dump_python(rows, mode="json")  # type: ignore[valid-type]
+    out = [dict(r.__dict__) for r in rows]
+    for f in conds:
+        for d, c in zip(out, condition_json([d[f] for d in out])):
+            d[f] = c
+    return out
+
+
+_PLAIN = (str, int, float, bool, type(None))
+
+
+@functools.cache
+def _condition_fields(model: type[BaseModel]) -> tuple[str, ...] | None:
+    """The ``Condition`` fields of ``model`` when every other field is plain JSON (see ``rows_json``); else None."""
+    decorators = model.__pydantic_decorators__
+    if decorators.field_serializers or decorators.model_serializers or model.model_computed_fields:
+        return None
+    conds = []
+    for name, f in model.model_fields.items():
+        if f.exclude or getattr(f, "exclude_if", None) is not None:
+            return None
+        if f.annotation is Condition:
+            conds.append(name)
+        elif not _plain(f.annotation):
+            return None
+    return tuple(conds)
+
+
+def _plain(annotation: Any) -> bool:
+    if annotation in _PLAIN:
+        return True
+    origin = typing.get_origin(annotation)
+    if origin is typing.Literal:
+        return all(type(a) in _PLAIN for a in typing.get_args(annotation))
+    if origin in (typing.Union, types.UnionType):
+        return all(_plain(a) for a in typing.get_args(annotation))
+    return False
 
 
 def condition_json(conditions: list[Condition]) -> list[Any]:

@@ -7,12 +7,10 @@
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Any
 
 import orjson
-from pydantic import TypeAdapter
 
 from batchsafe.analysis.analyze import analyze_scored
 from batchsafe.analysis.flips import RecordError, dump_jsonl
@@ -33,6 +31,7 @@ from .checks import (
     Context,
     validated,
 )
+from .columns import rows_json
 from .report import Stage
 
 REL_TOL = 1e-9
@@ -103,11 +102,6 @@ def check_rescoring(ctx: Context) -> Stage:
     return st
 
 
-@functools.cache
-def _list_adapter(model: type) -> TypeAdapter[Any]:
-    return TypeAdapter(list[model])  # type: ignore[valid-type]
-
-
 def same_jsonl(rows: list[Any], raw: bytes, *, proven: bool = False) -> bool:
     """Whether ``raw`` is exactly ``dump_jsonl(rows)``.
 
@@ -121,7 +115,7 @@ def same_jsonl(rows: list[Any], raw: bytes, *, proven: bool = False) -> bool:
     """
     if not rows:
         return dump_jsonl(rows) == raw
-    dumped = _list_adapter(type(rows[0])).dump_python(rows, mode="json")  # one call, not one per row
+    dumped = rows_json(rows)  # not one model_dump per row
     if proven and len(rows) == raw.count(b"\n") and all(type(r) is type(rows[0]) for r in rows):
         try:
             if orjson.dumps(dumped, option=orjson.OPT_SORT_KEYS) == b"[" + raw[:-1].replace(b"\n", b",") + b"]":

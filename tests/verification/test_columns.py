@@ -130,3 +130,27 @@ def test_coverage_names_a_moved_sample_through_the_loop() -> None:
     ctx.plan, ctx.outputs = plan, outs
     st_ = checks.check_coverage(ctx)
     assert st_.status == "FAIL" and "position 7" in "\n".join(st_.problems)
+
+
+def test_rows_json_is_model_dump_for_scored_and_flip_rows(tmp_path) -> None:
+    from pydantic import BaseModel
+
+    from batchsafe.analysis.flips import flip_registry
+    from batchsafe.analysis.scoring import score_run
+    from batchsafe.compiler.plan import Condition
+
+    plan = _plan()
+    scored = score_run(plan, fake.fake_outputs(plan), timings={g.id: 0.25 for g in plan.groups})
+    flips = flip_registry(scored)
+    for rows in (scored, flips):
+        assert columns._condition_fields(type(rows[0])) == ("condition",)  # the fast path is the one taken
+        assert columns.rows_json(rows) == [r.model_dump(mode="json") for r in rows]
+
+    class Odd(BaseModel):  # a field the fast path cannot copy: the serializer decides
+        condition: Condition
+        when: list[int]
+
+    odd = [Odd(condition=Condition(batch_size=2, tensor_parallel=2), when=[1])]
+    assert columns._condition_fields(Odd) is None
+    assert columns.rows_json(odd) == [odd[0].model_dump(mode="json")]
+    assert "tensor_parallel" in columns.rows_json(odd)[0]["condition"]
