@@ -210,9 +210,11 @@ def check_statistics(ctx: Context) -> Stage:
         from batchsafe.analysis.report import render_report
 
         order = [p.id for p in plan.phases]
-        text = render_report(res.stats, res.targets, title=str(plan.experiment.get("title") or plan.experiment.get("id") or ""),
-                             plan_summary=plan.summary(), plots=plots, phase_order=order,
-                             headline=headline_rows(headline(res.stats, res.targets), order))
+        # analyze_scored rendered it with the same arguments and no figures: reuse that when the bundle has none.
+        text = res.report if not plots else render_report(
+            res.stats, res.targets, title=str(plan.experiment.get("title") or plan.experiment.get("id") or ""),
+            plan_summary=plan.summary(), plots=plots, phase_order=order,
+            headline=headline_rows(headline(res.stats, res.targets), order))
         # A derived bundle (rescore, adjudication) may append sections; the analysis part must match.
         if not ctx.src.read(REPORT).decode("utf-8", "replace").startswith(text):
             st.fail(f"{REPORT}: does not match the report rendered from the recomputed statistics")
