@@ -108,7 +108,9 @@ def test_groups_match_pandas_groupby(keys: list) -> None:
 
 
 def test_latency_block_matches_per_model_frames() -> None:
-    """The numpy latency block against the per-model pandas version it replaced."""
+    """The numpy latency block against the per-model pandas version it replaced (tests/analysis/stats_reference)."""
+    from stats_reference.cross import latency_block as _latency_reference
+
     from batchsafe.analysis.stats.cross import latency_block
 
     rng = np.random.default_rng(7)
@@ -121,36 +123,6 @@ def test_latency_block_matches_per_model_frames() -> None:
     assert _bytes(latency_block(sd, fl, "batch_size")) == _bytes(_latency_reference(sd, fl, "batch_size"))
     assert _bytes(latency_block(sd, fl.iloc[:0], "batch_size")) == _bytes(_latency_reference(sd, fl.iloc[:0],
                                                                                              "batch_size"))
-
-
-def _latency_reference(sd: pd.DataFrame, fl: pd.DataFrame, axis: str) -> dict[str, Any]:
-    from batchsafe.analysis.stats._num import level_sort, skey
-    from batchsafe.analysis.stats.effects import cohens_d, linregress
-
-    lat = sd.dropna(subset=["latency_s"])
-    out: dict[str, Any] = {"axis": axis, "unit": "s", "by_model": {}}
-    flip_of = fl.set_index("sample")["flipped"] if len(fl) else pd.Series(dtype=bool)
-    for m, g in lat.groupby("model"):
-        by = g.groupby(axis)["latency_s"].agg(["mean", "count"])
-        levels = level_sort(by.index)
-        row: dict[str, Any] = {"by_level": {
-            skey(lv): {"mean_s": float(by.loc[lv, "mean"]), "n": int(by.loc[lv, "count"])} for lv in levels}}
-        if len(levels) >= 2:
-            row["slope"] = linregress(np.array([float(v) for v in levels]), by.loc[levels, "mean"].to_numpy(float))
-        row["throughput_per_s"] = {skey(lv): (float(lv) / float(by.loc[lv, "mean"]) if by.loc[lv, "mean"] > 0
-                                              else None) for lv in levels}
-        s = g.loc[g["domain"] == "safety", "latency_s"].to_numpy(float)
-        c = g.loc[g["domain"] == "capability", "latency_s"].to_numpy(float)
-        if len(s) and len(c):
-            row["safety_vs_capability"] = cohens_d(s, c)
-        if len(flip_of):
-            f = g[g["sample"].isin(flip_of.index)]
-            flipped = flip_of.reindex(f["sample"]).to_numpy(bool)
-            lf = f["latency_s"].to_numpy(float)
-            if flipped.any() and (~flipped).any():
-                row["flipped_vs_stable"] = cohens_d(lf[flipped], lf[~flipped])
-        out["by_model"][m] = row
-    return out
 
 
 def test_memo_reuses_exact_arguments_only_and_returns_copies() -> None:
