@@ -2,45 +2,24 @@
 
 Called by ``report.render_report`` at the end of the report, so verify's statistics stage
 re-renders and compares them with everything else. Numbers are rounded only here. Kept
-apart from ``report`` (which imports this module) with its own few formatters.
+apart from ``report`` (which imports this module); both format with ``report_format``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import functools
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from tabulate import tabulate
-
 from .protocol_plots import FIGURES, plot_name
+from .report_format import FAILURES as _FAILURES
+from .report_format import NOT_ENOUGH, Stats, pct
+from .report_format import ci as _ci
+from .report_format import fnum as _f
+from .report_format import frac as _frac
+from .report_format import table as _table
 
-NOT_ENOUGH = "not enough data"
-Stats = Mapping[str, Any]
-_FAILURES = (KeyError, TypeError, ValueError, IndexError, ZeroDivisionError, AttributeError)
-
-
-def _pct(x: Any, nd: int = 2) -> str:
-    return "--" if x is None else f"{100.0 * float(x):.{nd}f}%"
-
-
-def _f(x: Any, nd: int = 3) -> str:
-    return "--" if x is None else f"{float(x):.{nd}f}"
-
-
-def _frac(c: Mapping[str, Any] | None) -> str:
-    c = c or {}
-    return f"{_pct(c.get('rate'))} ({c.get('k', 0):,}/{c.get('n', 0):,})"
-
-
-def _ci(lo: Any, hi: Any, nd: int = 3) -> str:
-    return f"[{_f(lo, nd)}, {_f(hi, nd)}]"
-
-
-def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
-    rows = [[str(c) for c in r] for r in rows]
-    if not rows:
-        return [NOT_ENOUGH]
-    return tabulate(rows, headers=list(headers), tablefmt="github", disable_numparse=True).splitlines()
+_pct = functools.partial(pct, nd=2)  # the studies' shares print to 2 decimals
 
 
 def _note(d: Mapping[str, Any]) -> str:

@@ -1,10 +1,10 @@
 """report.md: the TR138 tables for the phases that ran, from stats.json and targets.json.
 
-This is the only place numbers are rounded (stats.json keeps full precision). Tables
-are GitHub markdown from ``tabulate`` with number parsing off, so the strings formatted
-here are printed exactly. Every section is built by one function from one phase's
-stats; a section whose data is missing or degenerate prints "not enough data" instead
-of failing the whole report (a bundle must be writable whatever the run produced).
+Numbers are rounded only here and in ``report_format`` (stats.json keeps full
+precision); tables are ``report_format.table`` (GitHub markdown, printed exactly as
+formatted). Every section is built by one function from one phase's stats; a section
+whose data is missing or degenerate prints "not enough data" instead of failing the
+whole report (a bundle must be writable whatever the run produced).
 """
 
 from __future__ import annotations
@@ -12,49 +12,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from tabulate import tabulate
-
 from .protocol_report import protocol_sections
-
-NOT_ENOUGH = "not enough data"
-Stats = Mapping[str, Any]
-_FAILURES = (KeyError, TypeError, ValueError, IndexError, ZeroDivisionError, AttributeError)
+from .report_format import FAILURES as _FAILURES
+from .report_format import NOT_ENOUGH, Stats, ci, fnum, pct, pval, table, yes
+from .report_format import frac as _frac
 
 
 # --- formatting -----------------------------------------------------------------------
-
-def pct(x: Any, nd: int = 1) -> str:
-    """A share as a percentage ("1.7%"); "--" when undefined."""
-    return "--" if x is None else f"{100.0 * float(x):.{nd}f}%"
-
-
-def fnum(x: Any, nd: int = 3) -> str:
-    """A number to ``nd`` decimals; "--" when undefined."""
-    return "--" if x is None else f"{float(x):.{nd}f}"
-
-
-def pval(x: Any) -> str:
-    """A p-value to 4 decimals."""
-    return fnum(x, 4)
-
-
-def yes(b: Any) -> str:
-    """Yes/No for a flag."""
-    return "Yes" if b else "No"
-
-
-def ci(lo: Any, hi: Any, nd: int = 3) -> str:
-    """An interval as "[lo, hi]"."""
-    return f"[{fnum(lo, nd)}, {fnum(hi, nd)}]"
-
-
-def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
-    """A GitHub markdown table (strings printed as given), or the not-enough-data line."""
-    rows = [[str(c) for c in r] for r in rows]
-    if not rows:
-        return [NOT_ENOUGH]
-    return tabulate(rows, headers=list(headers), tablefmt="github", disable_numparse=True).splitlines()
-
 
 def levels(keys: Iterable[str]) -> list[str]:
     """Level keys numerically sorted when they are numbers ("2" < "16"), else by name."""
@@ -70,10 +34,6 @@ def value(x: Any) -> str:
     if x is None or isinstance(x, bool):
         return "--" if x is None else str(x)
     return f"{int(x):,}" if float(x).is_integer() else fnum(x, 4)
-
-
-def _frac(c: Mapping[str, Any], nd: int = 2) -> str:
-    return f"{pct(c.get('rate'), nd)} ({c.get('k', 0):,}/{c.get('n', 0):,})"
 
 
 # --- flip-phase sections (batch_size, true_batch, kernel_ablation, cobatch, ...) ----------
