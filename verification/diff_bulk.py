@@ -26,12 +26,9 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from itertools import accumulate, chain, compress
 from operator import itemgetter, ne
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
-
-if TYPE_CHECKING:
-    from .diff_read import Key, LineCache
 
 SPAN = 1 << 18
 """Bytes of a file split into lines at a time (about 500 lines of scores)."""
@@ -47,8 +44,13 @@ _VERSION, _COND = itemgetter("schema_version"), itemgetter("condition")
 _PHASE, _MODEL, _PROMPT = itemgetter("phase"), itemgetter("model"), itemgetter("prompt")
 _CONTAINERS = frozenset({dict, list})
 
-Rows = tuple[list["Key"], list[tuple[Any, ...]]]
-Index = dict["Key", tuple[Any, ...]]
+Key = tuple[str, str, str, tuple[Any, ...]]
+"""(phase, model, prompt, canonical condition): how samples are matched between bundles."""
+Rows = tuple[list[Key], list[tuple[Any, ...]]]
+Index = dict[Key, tuple[Any, ...]]
+# The readers below take a ``diff_read.LineCache`` as ``cache`` (annotated ``Any``): this
+# module sits below diff_read, which imports it, so it must not import diff_read back.
+LineCache = Any
 
 
 def bulk_rows(cache: LineCache, lines: Sequence[bytes], where: str,

@@ -28,16 +28,13 @@ from batchsafe.core.jsonl import JsonLineError, parse_line
 from batchsafe.bundles.manifest import BundleError
 from batchsafe.compiler.plan import Condition
 
-from .diff_bulk import Rows, aligned_index, read_rows
+from .diff_bulk import Key, Rows, aligned_index, read_rows
 from .source import BundleSource
 
 SCORES, FLIPS, STATS, ENVIRONMENT, PLAN = layout.SCORES, layout.FLIPS, layout.STATS, layout.ENVIRONMENT, layout.PLAN
 REQUIRED = (SCORES, FLIPS, STATS)
 
 COND_FIELDS = tuple(Condition.model_fields)
-Key = tuple[str, str, str, tuple[Any, ...]]
-"""(phase, model, prompt, canonical condition): how samples are matched between bundles."""
-
 SCORE_FIELDS = ("sample", "output_sha256", "label", "scorer", "task")
 FLIP_FIELDS = ("sample", "flipped", "direction", "baseline_label", "label", "task")
 
