@@ -157,9 +157,9 @@ def _outputs(raw: bytes, st: Stage, ctx: Context) -> list[dict[str, Any]] | None
     except JsonLineError as exc:
         st.fail(str(exc))
         return None
-    if all(type(r.get("sample")) is str and type(r.get("prompt")) is str and type(r.get("group")) is str
-           and type(r.get("position")) is int and type(r.get("text")) is str for _, r in rows):
-        return [rec for _, rec in rows]  # the usual file, in one pass; the loop below names the first bad field
+    # The usual file, one pass per field (bool is not an int here); the loop below names the first bad field.
+    if all({type(r.get(key)) for _, r in rows} <= {typ} for key, typ in OUTPUT_FIELDS.items()):
+        return [rec for _, rec in rows]
     for n, rec in rows:
         for key, typ in OUTPUT_FIELDS.items():
             if not isinstance(rec.get(key), typ) or isinstance(rec.get(key), bool):

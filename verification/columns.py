@@ -84,6 +84,21 @@ def condition_json(conditions: list[Condition]) -> list[Any]:
 _CONDITIONS = TypeAdapter(list[Condition])
 
 
+GROUP_DECIDED = ("engine", "condition", "group_members", "filler_positions")
+"""Output record keys whose values the sample's group decides, in :func:`group_fields`' order."""
+
+
+def group_fields(plan: Plan) -> dict[str, tuple[Any, ...]]:
+    """Group id -> the values of :data:`GROUP_DECIDED` its output records must carry.
+
+    The engine, the condition as JSON (all groups' in one serializer call), the member
+    prompts and the filler positions.
+    """
+    conds = condition_json([g.condition for g in plan.groups])
+    return {g.id: (g.engine, c, [m.prompt for m in g.members], [i for i, m in enumerate(g.members) if m.sample is None])
+            for g, c in zip(plan.groups, conds)}
+
+
 def aligned(plan: Plan, outputs: list[dict[str, Any]]) -> bool:
     """Whether the output records are the plan's samples, one each, in plan order."""
     return [r.get("sample") for r in outputs] == [s.id for s in plan.samples]
@@ -108,9 +123,7 @@ def output_fields_match(plan: Plan, outputs: list[dict[str, Any]], keys: frozens
     if not aligned(plan, outputs) or not all(r.keys() <= keys for r in outputs):
         return False
     samples = plan.samples
-    conds = condition_json([g.condition for g in plan.groups])
-    per_group = {g.id: (g.engine, c, [m.prompt for m in g.members], [i for i, m in enumerate(g.members) if m.sample is None])
-                 for g, c in zip(plan.groups, conds)}
+    per_group = group_fields(plan)
     try:
         want = [per_group[s.group] for s in samples]
     except KeyError:  # a sample names a group the plan lacks: the loop skips it, as coverage reports it
@@ -118,7 +131,7 @@ def output_fields_match(plan: Plan, outputs: list[dict[str, Any]], keys: frozens
     if not (_column_matches(outputs, "phase", [s.phase for s in samples])
             and _column_matches(outputs, "model", [s.model for s in samples])):
         return False
-    for k, key in enumerate(("engine", "condition", "group_members", "filler_positions")):
+    for k, key in enumerate(GROUP_DECIDED):
         if not _column_matches(outputs, key, [w[k] for w in want]):
             return False
     for key in ("prompt_tokens", "completion_tokens"):

@@ -31,7 +31,7 @@ import orjson
 
 from batchsafe.core import layout
 from batchsafe.core.canonical import canonical_bytes_of_parsed
-from batchsafe.core.jsonl import SHORT_NEG_EXPONENT, plain_layout, sorted_dump_matches
+from batchsafe.core.jsonl import parse_plain
 
 from . import columns
 from .checks import FILLERS, FLIPS, OUTPUTS, PLAN, REPORT, SCORES, STATS, TARGETS, Context
@@ -56,10 +56,8 @@ UNCHECKED = (layout.LOGS_DIR + "*", "volatile/*")
 # JSON-lines files whose every line must be canonical JSON (the volatile timings are
 # written with Python's json.dumps and are only required to be clean JSON lines).
 CANONICAL_JSONL = (OUTPUTS, FILLERS, SCORES, FLIPS, layout.RESCORE_AUDIT, layout.ADJ_LABELS)
-# orjson's sorted dump is the canonical form except for floats below 1e-4, which orjson
-# writes as 0.0000x or with a one-digit negative exponent (2.5e-7) where Python writes
-# 1e-05 / 2.5e-07; where such a token could occur, lines take the exact (slower) path
-# (``SHORT_NEG_EXPONENT``, shared with ``core.jsonl.sorted_dump_matches``).
+# orjson's sorted dump is the canonical form except for some float spellings; where such a
+# token could occur, ``core.jsonl.parse_plain`` proves nothing and lines take the exact path.
 FILLER_KEYS = frozenset({"filler", "group", "position", "prompt", "phase", "model", "engine", "condition", "text",
                          "finish_reason", "prompt_tokens", "completion_tokens"})
 """Keys of a filler record (``runtime.bindings.group_records``)."""
@@ -77,10 +75,10 @@ def claim_of(name: str) -> str | None:
 def jsonl_problem(raw: bytes, name: str, *, canonical: bool, proven: bool = False) -> str | None:
     """The first way ``raw`` departs from canonical JSON lines, naming the line; None if it does not.
 
-    Whole-file checks run first at C speed (decode, ``\\r``, blank lines, one orjson
-    parse and one sorted dump of every record); lines are looked at one by one only to
-    name the first bad one. ``proven``: the parse and dump were already done on these
-    bytes (``core.jsonl.sorted_dump_matches`` was true when the schemas stage parsed them).
+    Whole-file checks run first at C speed (decode, ``\\r``, blank lines, then
+    ``core.jsonl.parse_plain``: one orjson call per line and one sorted dump of all
+    records); lines are canonicalised one by one only to name the first bad one.
+    ``proven``: that parse was already done on these bytes when the schemas stage read them.
     """
     if proven:  # the schemas stage's parse checked all of the below on these bytes
         return None
@@ -99,17 +97,12 @@ def jsonl_problem(raw: bytes, name: str, *, canonical: bool, proven: bool = Fals
         return f"{name}:{raw.count(nl, 0, at) + 1}: blank line"
     if not canonical or not raw:
         return None
-    lines = raw.split(nl)[:-1]
-    joined = b"[" + b",".join(lines) + b"]"
-    try:
-        records = orjson.loads(joined)
-    except orjson.JSONDecodeError:
-        records = None
-    if records is not None and len(records) == len(lines):
-        fast = orjson.dumps(records, option=orjson.OPT_SORT_KEYS)
-        if fast == joined and b"0.0000" not in fast and not SHORT_NEG_EXPONENT.search(fast):
-            return None  # every line is its record's canonical bytes (orjson's sorted dump is canonical here)
-    for n, line in enumerate(lines, 1):
+    # Each line parsed on its own and one sorted dump of all (core.jsonl.parse_plain). One
+    # parse of the lines joined by commas would let a line break moved inside a record pass.
+    plain = parse_plain(raw)
+    if plain is not None and plain[1]:
+        return None
+    for n, line in enumerate(raw.split(nl)[:-1], 1):
         try:
             obj = orjson.loads(line)
         except orjson.JSONDecodeError:
@@ -176,7 +169,7 @@ def _check_output_records(ctx: Context, st: Stage) -> None:
         return
     samples = {s.id: s for s in plan.samples}
     groups = {g.id: g for g in plan.groups}
-    per_group: dict[str, tuple[Any, ...]] = {}  # group id -> (engine, condition, members, filler positions)
+    per_group = columns.group_fields(plan)
     for n, rec in enumerate(ctx.outputs, 1):
         if not rec.keys() <= OUTPUT_KEYS:
             extra = sorted(set(rec) - OUTPUT_KEYS)
@@ -185,11 +178,7 @@ def _check_output_records(ctx: Context, st: Stage) -> None:
         g = groups.get(s.group) if s is not None else None
         if s is None or g is None:
             continue  # coverage reports samples the plan does not have
-        want = per_group.get(g.id)
-        if want is None:
-            want = per_group[g.id] = (
-                g.engine, g.condition.model_dump(mode="json"), [m.prompt for m in g.members],
-                [i for i, m in enumerate(g.members) if m.sample is None])
+        want = per_group[g.id]
         # One tuple comparison per record (an absent key stands in as the plan's value);
         # only a record that differs is walked key by key, for the message.
         got = (rec.get("phase", s.phase), rec.get("model", s.model), rec.get("engine", want[0]),
@@ -209,7 +198,7 @@ def _check_output_records(ctx: Context, st: Stage) -> None:
             st.fail(f"{OUTPUTS}: sample {s.id}: finish_reason is not a string")
 
 
-_PLAN_DECIDED = ("phase", "model", "engine", "condition", "group_members", "filler_positions")
+_PLAN_DECIDED = ("phase", "model", *columns.GROUP_DECIDED)
 """Output record keys whose values the plan decides, in the order ``_check_output_records`` compares them."""
 
 
@@ -217,18 +206,14 @@ def _filler_rows(ctx: Context) -> list[Any] | None:
     """The values of fillers.jsonl's lines (None: not JSON lines); notes in ``ctx.canonical`` a proven-canonical file.
 
     A file of plain layout is parsed line by line and proven canonical by the same parse
-    (``core.jsonl.sorted_dump_matches``), so the JSON-lines check need not parse it again.
+    (``core.jsonl.parse_plain``), so the JSON-lines check need not parse it again.
     """
     raw = ctx.src.read(FILLERS)
-    if plain_layout(raw):
-        try:
-            rows = list(map(orjson.loads, raw.split(b"\n")[:-1]))
-        except orjson.JSONDecodeError:
-            rows = None
-        if rows is not None:
-            if sorted_dump_matches(raw, rows):
-                ctx.canonical.add(FILLERS)
-            return rows
+    plain = parse_plain(raw)
+    if plain is not None:
+        if plain[1]:
+            ctx.canonical.add(FILLERS)
+        return plain[0]
     lines = [x for x in raw.splitlines() if x.strip()]
     try:
         rows = orjson.loads(b"[" + b",".join(lines) + b"]")  # one call: per-line parsing is most of the cost

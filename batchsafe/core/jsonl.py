@@ -63,17 +63,9 @@ def parse_lines_bulk(raw: bytes, where: str, what: str,
     by line with one orjson call per line and proven canonical with one dump of the whole
     list; anything else takes the general path, which names the first bad line.
     """
-    if plain_layout(raw):
-        lines = raw.split(b"\n")
-        lines.pop()  # the empty string after the final newline
-        try:
-            # orjson refuses invalid UTF-8 anywhere in its input, and the line feeds between
-            # the lines are ASCII: all lines parsed means the file is valid UTF-8.
-            records = list(map(orjson.loads, lines))
-        except orjson.JSONDecodeError:
-            records = None  # the general path names the line
-        if records is not None:
-            return _checked(records, where, what, current), _dump_matches(raw, records)
+    plain = parse_plain(raw)
+    if plain is not None:
+        return _checked(plain[0], where, what, current), plain[1]
     try:
         raw.decode("utf-8")
     except UnicodeDecodeError as exc:  # orjson would say "surrogates not allowed" or similar
@@ -81,6 +73,25 @@ def parse_lines_bulk(raw: bytes, where: str, what: str,
         raise JsonLineError(f"{where}:{line}: invalid UTF-8 at byte {exc.start}") from None
     numbered = [(n, line) for n, line in enumerate(raw.splitlines(), 1) if line.strip()]
     return [(n, parse_line(line, where, n, what, current)) for n, line in numbered], False
+
+
+def parse_plain(raw: bytes) -> tuple[list[Any], bool] | None:
+    """The values of ``raw``'s lines, one orjson call per line, and whether they prove ``raw`` canonical.
+
+    None when ``raw`` is not of the plain layout (:func:`plain_layout`) or a line does not
+    parse: the caller's general path then names the problem. orjson refuses invalid UTF-8
+    anywhere in its input and the line feeds between lines are ASCII, so a file whose lines
+    all parse is valid UTF-8. The proof is :func:`sorted_dump_matches` on these very parses.
+    """
+    if not plain_layout(raw):
+        return None
+    lines = raw.split(b"\n")
+    lines.pop()  # the empty string after the final newline
+    try:
+        records = list(map(orjson.loads, lines))
+    except orjson.JSONDecodeError:
+        return None
+    return records, _dump_matches(raw, records)
 
 
 def plain_layout(raw: bytes) -> bool:

@@ -154,3 +154,17 @@ def test_rows_json_is_model_dump_for_scored_and_flip_rows(tmp_path) -> None:
     assert columns._condition_fields(Odd) is None
     assert columns.rows_json(odd) == [odd[0].model_dump(mode="json")]
     assert "tensor_parallel" in columns.rows_json(odd)[0]["condition"]
+
+
+def test_files_stage_names_a_line_break_moved_inside_a_record() -> None:
+    # Both lines together are two records, and their commas-joined parse dumps back to the
+    # same bytes; each line alone is not JSON. Used to pass as canonical (fillers.jsonl is
+    # not parsed by the schemas stage, so this check is its only canonical-form proof).
+    good = b'{"a":1,"b":2}\n{"c":3}\n'
+    assert completeness.jsonl_problem(good, "f.jsonl", canonical=True) is None
+    for bad in (b'{"a":1\n"b":2},{"c":3}\n', b'{"x":[{"a":1}\n{"b":2}]},{"c":3}\n'):
+        assert completeness.jsonl_problem(bad, "f.jsonl", canonical=True) == "f.jsonl:1: not JSON"
+    assert completeness.jsonl_problem(b'{"b":1,"a":2}\n', "f.jsonl", canonical=True) == \
+        "f.jsonl:1: not canonical JSON (sorted keys, no whitespace, minimal escapes)"
+    assert completeness.jsonl_problem(b'{"x":1e-05}\n', "f.jsonl", canonical=True) is None  # Python's spelling
+    assert completeness.jsonl_problem(b'{"x":1e-5}\n', "f.jsonl", canonical=True) is not None
