@@ -24,6 +24,8 @@ from batchsafe.core.artifact import artifact, check_version
 from batchsafe.runtime.engines.catalogue import DISPATCH_MODES
 from batchsafe.core.canonical import canonical_bytes, canonical_bytes_of_parsed, sha256_tag
 
+from .plan_fast import fast_samples_groups
+
 PLAN_SCHEMA_VERSION = 1
 
 #: Plan fields left out of ``plan_hash``: the hash itself, locators, and the raw spec
@@ -361,8 +363,15 @@ def plan_from_bytes(data: bytes | str, where: str = layout.PLAN, *, check_hash: 
     """
     path = where
     raw, by_orjson = plan_header(data, where)
+    # Samples and groups column by column when their validity is provable from the models
+    # (plan_fast); otherwise, and for every message, pydantic validates the whole plan.
+    fast = fast_samples_groups(raw, Sample, Group, Member, Condition) if by_orjson else None
     try:
-        plan = Plan.model_validate(raw)
+        if fast is None:
+            plan = Plan.model_validate(raw)
+        else:
+            plan = Plan.model_validate({**raw, "samples": [], "groups": []})
+            plan.__dict__["samples"], plan.__dict__["groups"] = fast  # a fresh model: nothing else holds it
     except ValueError as exc:
         first = str(exc).splitlines()
         raise PlanError(f"{path}: invalid plan: {' '.join(first[:3])}") from None
