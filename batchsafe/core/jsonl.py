@@ -5,8 +5,9 @@ Every problem is a ``JsonLineError`` whose message starts with ``<where>:<line>:
 re-raise it as their own error class. ``parse_lines`` splits a well-formed file at its
 line feeds and parses each line with one orjson call (no copy of the file into one array
 text); a file with CR, blank or unparsable lines goes the general way, which names the
-first bad line. The same parse proves a file canonical with one dump of all its records
-(``sorted_dump_matches``), which the verify stages use instead of a dump per line.
+first bad line. The same parse proves a file canonical by dumping its records again, a
+chunk per orjson call (``sorted_dump_matches``), which the verify stages use instead of a
+dump per line.
 """
 
 from __future__ import annotations
@@ -115,28 +116,70 @@ def _checked(records: list[Any], where: str, what: str, current: int | None) -> 
 def sorted_dump_matches(raw: bytes, records: list[Any]) -> bool:
     """Whether every line of ``raw`` is orjson's sorted dump of its record: ``raw`` is canonical JSON lines.
 
-    ``records`` must be the per-line parses of ``raw``'s lines (``orjson.loads`` of each
-    line of ``raw.split(b"\\n")[:-1]``), unmodified. Then one dump of the whole list
-    suffices: it is ``[`` + the records' dumps joined by ``,`` + ``]``, and if that equals
-    ``[`` + the lines joined by ``,`` + ``]``, each line equals its record's dump, because
-    at the first line that differed, one of the two would be a proper prefix of the other
-    while both are complete JSON values starting at the same byte (the line was parsed
-    alone; the dump is one value), and a complete JSON object has no proper prefix that is
-    one. True also requires a final newline, no CR, no blank line, and no float token
-    orjson spells unlike Python. False means "not proven", never "not canonical".
+    ``records`` are the values of ``raw``'s lines, in order (the per-line parses). Their
+    dumps, one per line (:func:`canonical_lines`, a chunk of records per orjson call), are
+    compared in place with ``raw``: equal bytes are the proof, and a record's dump that
+    orjson could spell unlike Python (a float below 1e-4) leaves it unproven. True also
+    requires a final newline, no CR and no blank line; False means "not proven", never
+    "not canonical".
     """
     return plain_layout(raw) and _dump_matches(raw, records)
 
 
+_CHUNK = 8192
+"""Records dumped per orjson call when proving a file: a dump of all of them at once is a second copy of the file."""
+
+
 def _dump_matches(raw: bytes, records: list[Any]) -> bool:
     """:func:`sorted_dump_matches` for a ``raw`` already known to have the plain layout."""
-    if len(records) != raw.count(b"\n"):
+    if len(records) != raw.count(b"\n") or not all(type(r) is dict for r in records):
         return False
-    if not all(type(r) is dict for r in records):  # the prefix argument needs objects (`1` is a prefix of `12`)
-        return False
+    at = 0
+    for i in range(0, len(records), _CHUNK):
+        lines = canonical_lines(records[i:i + _CHUNK])  # parsed JSON holds no NaN or infinity
+        if lines is None or not raw.startswith(lines, at):
+            return False
+        at += len(lines)
+    return at == len(raw)
+
+
+# A string no record of batchsafe's holds: dumped between the records of one list, it marks
+# where each record's dump ends (``sorted_dump_lines`` checks it occurs nowhere else).
+_LINE_MARK = "\x00batchsafe:end-of-line\x00"
+_LINE_MARK_JSON = orjson.dumps(_LINE_MARK)
+
+
+def sorted_dump_lines(records: list[Any]) -> bytes | None:
+    """``b"".join(orjson.dumps(r, option=OPT_SORT_KEYS) + b"\\n" for r in records)`` in one orjson call.
+
+    The records are dumped as one list with a marker string after each, and each
+    ``,<marker>,`` becomes a line feed: 3x faster than a dump per record. A record whose
+    dump holds the marker's text (counted), or a value orjson refuses, gives None.
+    """
+    n = len(records)
+    if not n:
+        return b""
+    seq: list[Any] = [_LINE_MARK] * (2 * n)
+    seq[::2] = records
     try:
-        whole = orjson.dumps(records, option=orjson.OPT_SORT_KEYS)
+        whole = orjson.dumps(seq, option=orjson.OPT_SORT_KEYS)
     except orjson.JSONEncodeError:
-        return False
-    return (whole == b"[" + raw[:-1].replace(b"\n", b",") + b"]" and b"0.0000" not in whole
-            and not SHORT_NEG_EXPONENT.search(whole))
+        return None
+    if whole.count(_LINE_MARK_JSON) != n:
+        return None
+    # "[r1,M,r2,M,...,rn,M]" -> "r1,M,...,rn,M," -> "r1\nr2\n...rn\n" (every M sits between two commas)
+    return (whole[1:-1] + b",").replace(b"," + _LINE_MARK_JSON + b",", b"\n")
+
+
+def canonical_lines(records: list[Any]) -> bytes | None:
+    """The canonical JSON lines of ``records`` (``canonical_bytes`` of each), or None when not settled fast.
+
+    orjson's sorted dump is the canonical one except for floats below 1e-4 (see
+    ``SHORT_NEG_EXPONENT``) and for NaN and infinities, which orjson writes as null where
+    canonical JSON refuses them: ``records`` must hold none (the caller checks), and a dump
+    with a suspect float token gives None, as does any case ``sorted_dump_lines`` refuses.
+    """
+    out = sorted_dump_lines(records)
+    if out is None or b"0.0000" in out or SHORT_NEG_EXPONENT.search(out):
+        return None
+    return out

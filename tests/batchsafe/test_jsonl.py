@@ -96,3 +96,51 @@ def test_proven_canonical_exactly_when_every_line_is_its_canonical_dump(rows, ju
     exact = (raw.endswith(b"\n") and b"\r" not in raw and
              all(line and canonical_bytes(orjson.loads(line)) == line + b"\n" for line in raw.split(b"\n")[:-1]))
     assert proven == exact, raw
+
+
+values = st.one_of(st.integers(-10**6, 10**6), st.text(max_size=6), st.none(), st.booleans(),
+                   st.floats(allow_nan=False, allow_infinity=False),
+                   st.sampled_from([1e-5, 2.5e-7, 1e16, 0.1, -0.0, "\x00batchsafe:end-of-line\x00"]))
+json_records = st.dictionaries(st.text(max_size=4), st.one_of(values, st.lists(values, max_size=2)), max_size=4)
+
+
+@given(st.lists(json_records, max_size=7))
+def test_sorted_dump_lines_is_a_dump_per_record(rows):
+    import orjson
+
+    from batchsafe.core.canonical import canonical_bytes
+    from batchsafe.core.jsonl import canonical_lines, sorted_dump_lines
+
+    per_record = b"".join(orjson.dumps(r, option=orjson.OPT_SORT_KEYS) + b"\n" for r in rows)
+    lines = sorted_dump_lines(rows)
+    marked = any(b'"\\u0000batchsafe:end-of-line\\u0000"' in orjson.dumps(r) for r in rows)
+    assert lines == (None if marked else per_record)
+    canonical = canonical_lines(rows)
+    assert canonical is None or canonical == b"".join(canonical_bytes(r) for r in rows)
+    if not marked and all(canonical_bytes(r) == orjson.dumps(r, option=orjson.OPT_SORT_KEYS) + b"\n" for r in rows):
+        assert canonical == per_record  # None only where a float is spelled differently
+
+
+@given(st.lists(json_records, min_size=1, max_size=9), st.integers(0, 200), st.binary(min_size=1, max_size=2))
+def test_chunked_proof_sees_an_edit_in_any_chunk(monkeypatch_chunk, rows, at, junk):
+    """With two records per chunk, an edit anywhere (a later chunk, the end) leaves the file unproven."""
+    from batchsafe.core.canonical import canonical_bytes
+    from batchsafe.core.jsonl import canonical_lines, sorted_dump_matches
+
+    raw = b"".join(canonical_bytes(r) for r in rows)
+    # Proven exactly when every chunk's dump is settled fast (a float below 1e-4 is not).
+    assert sorted_dump_matches(raw, rows) == all(canonical_lines(rows[i:i + 2]) is not None
+                                                 for i in range(0, len(rows), 2))
+    at %= len(raw) + 1
+    edited = raw[:at] + junk + raw[at:]
+    assert not sorted_dump_matches(edited, rows)
+    assert not sorted_dump_matches(raw + raw[-2:], rows)
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_chunk():
+    from batchsafe.core import jsonl
+
+    old, jsonl._CHUNK = jsonl._CHUNK, 2
+    yield
+    jsonl._CHUNK = old
