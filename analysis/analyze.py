@@ -117,14 +117,18 @@ def headline_rows(head: Mapping[str, Any], order: Sequence[str] | None = None) -
 def analyze_scored(scored: Sequence[ScoredSample], *, settings: Mapping[str, Any] | None = None,
                    targets: Sequence[Mapping[str, Any]] = (), plan_summary: Mapping[str, Any] | None = None,
                    title: str = "", phase_order: Sequence[str] | None = None, plots: bool = True,
-                   alignment: Mapping[str, str | None] | None = None) -> AnalysisResult:
+                   alignment: Mapping[str, str | None] | None = None,
+                   flips: Sequence[FlipRow] | None = None) -> AnalysisResult:
     """Flip registry, statistics, targets, plots and report from scored records.
+
+    ``flips``: the flip registry of exactly these records, when the caller already holds
+    it (verify proves it against the bundle's bytes first); computed otherwise.
 
     ``alignment`` (model -> alignment type) feeds the protocol's Study B; the protocol
     block is computed only when ``settings`` carries ``protocol``.
     """
     scored = list(scored)
-    flips = flip_registry(scored)
+    flips = flip_registry(scored) if flips is None else list(flips)
     s = settings_of(settings)
     stats = compute_stats(scored, flips, alpha=s["alpha"], tost_margin=s["tost_margin"], correction=s["correction"])
     stats = with_protocol(stats, flips, settings, alignment)

@@ -11,6 +11,7 @@ False means "walk the records to name the problem", never "wrong".
 from __future__ import annotations
 
 import functools
+import math
 import types
 import typing
 from typing import Any
@@ -46,6 +47,27 @@ def rows_json(rows: list[BaseModel]) -> list[dict[str, Any]]:
 
 
 _PLAIN = (str, int, float, bool, type(None))
+
+
+def all_finite(dumped: list[dict[str, Any]], model: type[BaseModel]) -> bool:
+    """Whether no float in ``dumped`` (``rows_json`` of rows of ``model``) is NaN or infinite.
+
+    Summed per float field: NaN and infinities carry through a sum, and a sum that
+    overflows only answers False, which sends the caller the exact (slow) way. False also
+    for a model whose fields are not plain JSON values (floats could hide anywhere).
+    """
+    fields = _float_fields(model)
+    if fields is None:
+        return False
+    return all(math.isfinite(sum([v for d in dumped if type(v := d[f]) is float])) for f in fields)
+
+
+@functools.cache
+def _float_fields(model: type[BaseModel]) -> tuple[str, ...] | None:
+    if _condition_fields(model) is None:
+        return None
+    return tuple(name for name, f in model.model_fields.items()
+                 if f.annotation is float or float in typing.get_args(f.annotation))
 
 
 @functools.cache

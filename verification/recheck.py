@@ -16,7 +16,7 @@ from batchsafe.analysis.analyze import analyze_scored
 from batchsafe.analysis.flips import RecordError, dump_jsonl
 from batchsafe.core import layout
 from batchsafe.analysis.records import ScoredSample
-from batchsafe.analysis.scoring import ScoringError, score_run, timings_from_bytes
+from batchsafe.analysis.scoring import ScoringError
 from batchsafe.analysis.stats.protocol_wiring import alignment_of
 from batchsafe.compiler.plan import Plan
 
@@ -31,7 +31,7 @@ from .checks import (
     Context,
     validated,
 )
-from .columns import rows_json
+from .proofs import rescore, same_jsonl
 from .report import Stage
 
 REL_TOL = 1e-9
@@ -64,17 +64,17 @@ def check_rescoring(ctx: Context) -> Stage:
     overrides = recorded_overrides(ctx.plan, [str(r) for r in ctx.score_scorers], st)
     if overrides is None:
         return st
-    timings = timings_from_bytes(ctx.src.read(layout.TIMINGS)) if ctx.usable(layout.TIMINGS) else {}
-    planned = {s.id for s in ctx.plan.samples}
-    outputs = {r["sample"]: r for r in ctx.outputs if r["sample"] in planned}
-    try:
-        again = score_run(ctx.plan, outputs, timings=timings, scorer_override=overrides)
-    except ScoringError as exc:
-        st.fail(f"{OUTPUTS}: cannot be rescored: {exc}")
-        return st
+    if SCORES in ctx.proven:  # the schemas stage rescored with the plan's versions: these very bytes
+        again = ctx.rescored
+    else:
+        try:
+            again = rescore(ctx, overrides)
+        except ScoringError as exc:
+            st.fail(f"{OUTPUTS}: cannot be rescored: {exc}")
+            return st
     ctx.rescored = again
     refs = ", ".join(sorted({r.scorer for r in again}))
-    if same_jsonl(again, ctx.src.read(SCORES), proven=SCORES in ctx.canonical):
+    if SCORES in ctx.proven or same_jsonl(again, ctx.src.read(SCORES)):
         ctx.scored = again  # byte-identical: the recorded records are these, valid by construction
         st.summary = f"{len(again):,} samples rescored with {refs}: byte-identical to {SCORES}"
         return st
@@ -100,33 +100,6 @@ def check_rescoring(ctx: Context) -> Stage:
         st.fail(f"{SCORES}: records match but the file is not their canonical serialisation in plan order")
     st.summary = f"{st.n_problems} rescoring difference(s)"
     return st
-
-
-def same_jsonl(rows: list[Any], raw: bytes, *, proven: bool = False) -> bool:
-    """Whether ``raw`` is exactly ``dump_jsonl(rows)``.
-
-    ``proven``: the schemas stage proved ``raw`` canonical JSON lines, each line parsed on
-    its own (``core.jsonl.parse_lines_bulk``). Then one orjson dump of all rows settles
-    it: ``[`` + the rows' dumps joined by ``,`` + ``]`` equal to ``[`` + the lines joined
-    by ``,`` + ``]`` means each line is its row's dump (both are complete JSON objects
-    starting at the same byte, so neither can be a proper prefix of the other), and a
-    proven line holds no float that orjson spells unlike the canonical dump. Otherwise
-    the rows are dumped one by one, and a mismatch is settled by the canonical dump.
-    """
-    if not rows:
-        return dump_jsonl(rows) == raw
-    dumped = rows_json(rows)  # not one model_dump per row
-    if proven and len(rows) == raw.count(b"\n"):
-        try:
-            if orjson.dumps(dumped, option=orjson.OPT_SORT_KEYS) == b"[" + raw[:-1].replace(b"\n", b",") + b"]":
-                return True
-        except orjson.JSONEncodeError:
-            pass
-    try:
-        fast = b"".join(orjson.dumps(d, option=orjson.OPT_SORT_KEYS) + b"\n" for d in dumped)
-    except orjson.JSONEncodeError:
-        fast = None
-    return fast == raw or dump_jsonl(rows) == raw
 
 
 def _diff_fields(a: ScoredSample, b: ScoredSample) -> list[str]:
@@ -175,8 +148,9 @@ def check_statistics(ctx: Context) -> Stage:
         return st
     assert ctx.scored is not None
     plan = ctx.plan
+    proven_flips = ctx.flips if FLIPS in ctx.proven else None
     try:
-        res = analyze_scored(ctx.scored, settings=plan.analysis, targets=plan.targets, plan_summary=plan.summary(),
+        res = analyze_scored(ctx.scored, flips=proven_flips, settings=plan.analysis, targets=plan.targets, plan_summary=plan.summary(),
                              title=str(plan.experiment.get("title") or plan.experiment.get("id") or ""),
                              phase_order=[p.id for p in plan.phases], plots=False, alignment=alignment_of(plan))
     except RecordError as exc:  # e.g. an output byte-identical to its baseline but scored differently
@@ -185,7 +159,7 @@ def check_statistics(ctx: Context) -> Stage:
         return st
     ctx.targets, ctx.stats = res.targets, res.stats
     checked = []
-    if ctx.usable(FLIPS) and not same_jsonl(res.flips, ctx.src.read(FLIPS), proven=FLIPS in ctx.canonical) \
+    if ctx.usable(FLIPS) and proven_flips is None and not same_jsonl(res.flips, ctx.src.read(FLIPS)) \
             and validated(ctx, FLIPS, st) is not None:
         recorded = {r.sample: r for r in ctx.flips or []}
         for row in res.flips:
