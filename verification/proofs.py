@@ -11,6 +11,7 @@ always was, and the later stages name the difference with the same messages.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from batchsafe.analysis.flips import RecordError, dump_jsonl, flip_registry
@@ -69,19 +70,24 @@ def prove_scores(ctx: Any) -> list[ScoredSample] | None:
     """The rows of scores.jsonl, recomputed with the plan's scorer versions, if they are its exact bytes."""
     if ctx.plan is None or ctx.outputs is None or not ctx.usable(layout.SCORES):
         return None
-    try:
-        rows = rescore(ctx)
-    except ScoringError:  # the rescoring stage says why
-        return None
-    return rows if same_jsonl(rows, ctx.src.read(layout.SCORES)) else None
+    return _if_exact(ctx, layout.SCORES, lambda: rescore(ctx), ScoringError)
 
 
 def prove_flips(ctx: Any, scored: list[ScoredSample]) -> list[FlipRow] | None:
     """The rows of flips.jsonl, recomputed from proven ``scored`` rows, if they are its exact bytes."""
     if not ctx.usable(layout.FLIPS):
         return None
+    return _if_exact(ctx, layout.FLIPS, lambda: flip_registry(scored), RecordError)
+
+
+def _if_exact(ctx: Any, name: str, compute: Callable[[], list[Any]], error: type[Exception]) -> list[Any] | None:
+    """``compute()``'s rows if their canonical lines are exactly ``name``'s bytes; None otherwise.
+
+    ``error`` (what ``compute`` raises for inconsistent inputs) is None here: the stage
+    that recomputes the file later reports it.
+    """
     try:
-        rows = flip_registry(scored)
-    except RecordError:  # the statistics stage says why
+        rows = compute()
+    except error:
         return None
-    return rows if same_jsonl(rows, ctx.src.read(layout.FLIPS)) else None
+    return rows if same_jsonl(rows, ctx.src.read(name)) else None
