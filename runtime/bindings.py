@@ -23,12 +23,14 @@ from pathlib import Path
 from typing import Any
 
 from batchsafe.compiler.plan import Group, Plan
+from batchsafe.compiler.plan_lookup import kernel_variant, model_of
 from batchsafe.runtime.engine import (
     Engine,
     EngineError,
     GenRequest,
     GenResult,
     engine_class,
+    plan_engine,
     registered_engines,
 )
 from batchsafe.runtime.engines.catalogue import ENGINES
@@ -173,12 +175,7 @@ def probe_server(kind: str, endpoint: str | None) -> str | None:
 
 
 def _kernel_env(plan: Plan, group: Group) -> dict[str, Any] | None:
-    for phase in plan.phases:
-        if phase.id == group.phase:
-            for var in phase.kernel_variants:
-                if var.get("id") == group.condition.kernel:
-                    return var
-    return None
+    return kernel_variant(plan, group.condition.kernel, phase=group.phase)
 
 
 def preflight(plan: Plan, groups: list[Group] | None = None) -> list[str]:
@@ -301,7 +298,7 @@ class DefaultEngineFactory:
         """(path, hex sha256) of the model file the binding runs, fetched/built and verified."""
         from batchsafe.runtime import model_store
 
-        model = next((m for m in self.plan.models if m.name == binding.model), None)
+        model = model_of(self.plan, binding.model)
         if model is None or not model.gguf_sha256:
             raise EngineError(f"model {binding.model!r} has no pinned gguf sha256")
         sha = _bare_hex(model.gguf_sha256)
@@ -343,7 +340,7 @@ class DefaultEngineFactory:
             importlib.import_module("batchsafe.runtime.engines.llamacpp")
         except ImportError as exc:
             raise EngineError(f"engine kind llamacpp needs llama-cpp-python: {exc}") from None
-        cfg = next(e.config for e in self.plan.engines if e.name == binding.engine)
+        cfg = plan_engine(self.plan, binding).config
         path, sha = self.model_file(binding)
         # One context size for every group of this engine: bs=1 and bs=K run in the same
         # context layout, so groups differ only in what shares the forward pass.

@@ -8,6 +8,7 @@ names the engine kind, never a class path.
 
 from __future__ import annotations
 
+from batchsafe.compiler.plan_lookup import engine_of
 from batchsafe.core.errors import EXIT_FAIL, BatchsafeError
 from batchsafe.runtime.engines.catalogue import DISPATCH_MODES, ENGINES, Capabilities  # noqa: F401  (re-exported)
 
@@ -106,3 +107,11 @@ def engine_class(name: str) -> type[Engine]:
 def registered_engines() -> list[str]:
     """Names of all engines: the catalogue's kinds and any class registered directly."""
     return sorted(set(_REGISTRY) | set(ENGINES))
+
+
+def plan_engine(plan: Any, binding: Any) -> Any:
+    """The plan's engine entry (``ResolvedEngine``) of ``binding``; EngineError when the plan defines none."""
+    eng = engine_of(plan, binding.engine)
+    if eng is None:
+        raise EngineError(f"the plan defines no engine {binding.engine!r}")
+    return eng

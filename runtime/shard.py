@@ -33,6 +33,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from batchsafe.compiler.plan import Plan
+from batchsafe.compiler.plan_lookup import engine_of, kernel_variant
 from batchsafe.core.artifact import artifact
 from batchsafe.core.atomic import atomic_write
 from batchsafe.core.canonical import canonical_bytes, hash_obj
@@ -205,7 +206,7 @@ def gpus_for(plan: Plan, engine: str, kernel: str | None = None) -> float:
     vLLM reserves ``--tensor-parallel-size`` x ``--pipeline-parallel-size`` GPUs unless its
     env targets the CPU (``VLLM_TARGET_DEVICE=cpu``).
     """
-    eng = next((e for e in plan.engines if e.name == engine), None)
+    eng = engine_of(plan, engine)
     if eng is None:
         return 0.0
     cfg = eng.config
@@ -213,7 +214,7 @@ def gpus_for(plan: Plan, engine: str, kernel: str | None = None) -> float:
         return 1.0 if int(cfg.get("n_gpu_layers") or 0) != 0 or str(cfg.get("device", "")).startswith("cuda") else 0.0
     if (cfg.get("launch") or {}).get("kind") not in ("process", "container"):
         return 0.0
-    var = next((v for p in plan.phases if p.engine == engine for v in p.kernel_variants if v.get("id") == kernel), {})
+    var = kernel_variant(plan, kernel, engine=engine) or {}
     env = {**(cfg.get("env") or {}), **(var.get("env") or {})}
     if str(env.get("VLLM_TARGET_DEVICE", "")).lower() == "cpu":
         return 0.0

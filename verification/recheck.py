@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from batchsafe.analysis.analyze import analyze_scored
-from batchsafe.analysis.flips import RecordError, dump_jsonl
+from batchsafe.analysis.flips import RecordError
 from batchsafe.core import layout
 from batchsafe.analysis.records import ScoredSample
 from batchsafe.analysis.scoring import ScoringError

@@ -31,6 +31,7 @@ from batchsafe.runtime.launch import tensor_parallel
 from batchsafe.runtime.launch.record import LAUNCH_DIR, LaunchRecord
 from batchsafe.runtime.launch.vllm_process import RESERVED_FLAGS, flag_value
 from batchsafe.runtime.launch.weights import weights_digest
+from batchsafe.compiler.plan_lookup import engine_of, kernel_variant
 from batchsafe.core import layout
 
 from .checks import PLAN, Context
@@ -47,9 +48,7 @@ def launched_engines(plan: Any) -> dict[str, Any]:
 
 
 def _variant(plan: Any, engine: str, kernel: str | None) -> dict[str, Any]:
-    if kernel is None:
-        return {}
-    return next((v for p in plan.phases if p.engine == engine for v in p.kernel_variants if v.get("id") == kernel), {})
+    return kernel_variant(plan, kernel, engine=engine) or {}
 
 
 def _plan_flags(argv: list[str]) -> list[str] | None:
@@ -105,7 +104,7 @@ def _container_check(image: str | None, rec: LaunchRecord, st: Stage) -> None:
 def check_record(plan: Any, rec: LaunchRecord, st: Stage) -> None:
     """Compare one launch record with what the plan says that server must be."""
     where = rec.file_name()
-    eng = next((e for e in plan.engines if e.name == rec.engine), None)
+    eng = engine_of(plan, rec.engine)
     if eng is None:
         st.fail(f"{where}: engine {rec.engine!r} is not in the plan")
         return

@@ -37,7 +37,8 @@ from typing import Any, Literal
 from pydantic import Field
 
 from batchsafe.core.strict import Scalar
-from batchsafe.runtime.engine import Engine, EngineError, GenRequest, GenResult
+from batchsafe.compiler.plan_lookup import model_of
+from batchsafe.runtime.engine import Engine, EngineError, GenRequest, GenResult, plan_engine
 from batchsafe.runtime.engines.catalogue import engine
 from batchsafe.runtime.engines.config import CheckContext, EngineConfig
 
@@ -138,10 +139,8 @@ class OllamaEngine(Engine):
     def from_plan(cls, plan: Any, binding: Any, *, run_dir: Any = None, **kwargs: Any) -> OllamaEngine:
         """The engine of ``binding``: the tag (and pinned digest) of its quant, the plan's
         endpoint, expected version, env and options."""
-        eng = next((e for e in plan.engines if e.name == binding.engine), None)
-        if eng is None:
-            raise EngineError(f"the plan defines no engine {binding.engine!r}")
-        model = next((m for m in plan.models if m.name == binding.model), None)
+        eng = plan_engine(plan, binding)
+        model = model_of(plan, binding.model)
         if model is None or not model.ollama_tags:
             raise EngineError(f"model {binding.model!r} has no ollama tags; the ollama engine needs one per quant")
         if binding.kernel:

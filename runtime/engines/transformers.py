@@ -34,7 +34,8 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from batchsafe.runtime.engine import Engine, EngineError, GenRequest, GenResult
+from batchsafe.compiler.plan_lookup import engine_of, kernel_variant, model_of
+from batchsafe.runtime.engine import Engine, EngineError, GenRequest, GenResult, plan_engine
 from batchsafe.runtime.engines import transformers_batch as tb
 from batchsafe.runtime.engines.catalogue import engine
 from batchsafe.runtime.engines.config import CheckContext, EngineConfig
@@ -225,11 +226,10 @@ class TransformersEngine(Engine):
             except ImportError as exc:
                 out.append(f"engine {engine!r} (transformers) needs {module}: {exc}; "
                            "install with: pip install 'batchsafe[torch]' (make setup)")
-        cfg = next((e.config for e in plan.engines if e.name == engine), {})
+        cfg = getattr(engine_of(plan, engine), "config", {})
         mine = [g for g in groups if g.engine == engine]
         for g in mine:
-            var = next((v for p in plan.phases if p.id == g.phase for v in p.kernel_variants
-                        if v.get("id") == g.condition.kernel), None) if g.condition.kernel else None
+            var = kernel_variant(plan, g.condition.kernel, phase=g.phase)
             try:
                 variant_settings((var or {}).get("flags") or [], (var or {}).get("env") or {})
             except ValueError as exc:
@@ -237,7 +237,7 @@ class TransformersEngine(Engine):
                 out += [msg] if msg not in out else []
         if cfg.get("weights", "gguf") == "gguf":
             for name in sorted({g.model for g in mine}):
-                m = next((x for x in plan.models if x.name == name), None)
+                m = model_of(plan, name)
                 if m is None or not m.gguf_sha256:
                     out.append(f"model {name!r} has no pinned gguf sha256; the transformers engine (weights: gguf) needs one")
                 elif not (model_store.model_path(m.gguf_sha256.split(":")[-1]).exists()
@@ -253,17 +253,14 @@ class TransformersEngine(Engine):
         ``run_dir`` is unused (nothing is launched)."""
         from batchsafe.runtime.bindings import DefaultEngineFactory
 
-        eng = next((e for e in plan.engines if e.name == binding.engine), None)
-        if eng is None:
-            raise EngineError(f"the plan defines no engine {binding.engine!r}")
-        model = next((m for m in plan.models if m.name == binding.model), None)
+        eng = plan_engine(plan, binding)
+        model = model_of(plan, binding.model)
         if model is None:
             raise EngineError(f"the plan defines no model {binding.model!r}")
         cfg = dict(eng.config)
         settings = {k: cfg.get(k) for k in ("dtype", "attn_implementation", "n_threads")}
         if binding.kernel:
-            var = next((v for p in plan.phases if p.engine == binding.engine for v in p.kernel_variants
-                        if v.get("id") == binding.kernel), None)
+            var = kernel_variant(plan, binding.kernel, engine=binding.engine)
             if var is None:
                 raise EngineError(f"kernel variant {binding.kernel!r} is not in any phase of engine {binding.engine!r}")
             try:

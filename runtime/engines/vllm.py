@@ -65,7 +65,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from batchsafe.core.strict import IMAGE_PATTERN
-from batchsafe.runtime.engine import Engine, EngineError, GenRequest, GenResult
+from batchsafe.compiler.plan_lookup import engine_of, kernel_variant, model_of
+from batchsafe.runtime.engine import Engine, EngineError, GenRequest, GenResult, plan_engine
 from batchsafe.runtime.engines.catalogue import engine
 from batchsafe.runtime.engines.config import CheckContext, EngineConfig, Launch
 from batchsafe.runtime.engines.vllm_support import (VARIANT_ENV_PREFIX, _finish, _flag_value, _tokens,  # noqa: F401
@@ -201,7 +202,7 @@ class VLLMEngine(Engine):
     def preflight(cls, plan: Any, engine: str, groups: list[Any]) -> list[str] | None:
         """What would stop the servers ``engine`` launches (process, container), found before
         anything starts; None for an external server (preflight probes its endpoint)."""
-        cfg = next(e.config for e in plan.engines if e.name == engine)
+        cfg = engine_of(plan, engine).config
         kind = (cfg.get("launch") or {}).get("kind")
         if kind == "process":
             from batchsafe.runtime.launch.vllm_process import launch_problems
@@ -218,10 +219,8 @@ class VLLMEngine(Engine):
         """The engine of ``binding``: a server launched for it (``launch.kind: process``;
         log and record under ``run_dir``), else the endpoint from the plan's locators (or
         the kernel variant's ``BATCHSAFE_VLLM_ENDPOINT_<VARIANT>``); model from the plan."""
-        eng = next((e for e in plan.engines if e.name == binding.engine), None)
-        if eng is None:
-            raise EngineError(f"the plan defines no engine {binding.engine!r}")
-        model = next((m for m in plan.models if m.name == binding.model), None)
+        eng = plan_engine(plan, binding)
+        model = model_of(plan, binding.model)
         if model is None or not model.hf_repo:
             raise EngineError(f"model {binding.model!r} has no hf_repo; "
                               "the vllm engine serves Hugging Face checkpoints")
@@ -230,8 +229,7 @@ class VLLMEngine(Engine):
         kernel = None
         launch_kind = (cfg.get("launch") or {}).get("kind", "external")
         if binding.kernel:
-            var = next((v for p in plan.phases if p.engine == binding.engine for v in p.kernel_variants
-                        if v.get("id") == binding.kernel), None)
+            var = kernel_variant(plan, binding.kernel, engine=binding.engine)
             if var is None:
                 raise EngineError(f"kernel variant {binding.kernel!r} is not defined by any phase "
                                   f"of engine {binding.engine!r}")

@@ -41,7 +41,8 @@ from typing import Any, Literal
 from pydantic import Field
 
 from batchsafe.core.strict import Scalar, Strict
-from batchsafe.runtime.engine import Engine, EngineError, GenRequest, GenResult
+from batchsafe.compiler.plan_lookup import model_of
+from batchsafe.runtime.engine import Engine, EngineError, GenRequest, GenResult, plan_engine
 from batchsafe.runtime.engines.catalogue import engine
 from batchsafe.runtime.engines.config import CheckContext, EngineConfig
 
@@ -208,10 +209,8 @@ class VLLMOfflineEngine(Engine):
         interpreter and model folder, the model's weights pin; log under ``run_dir/logs``."""
         from batchsafe.runtime.launch.vllm_process import expand_path
 
-        eng = next((e for e in plan.engines if e.name == binding.engine), None)
-        if eng is None:
-            raise EngineError(f"the plan defines no engine {binding.engine!r}")
-        model = next((m for m in plan.models if m.name == binding.model), None)
+        eng = plan_engine(plan, binding)
+        model = model_of(plan, binding.model)
         if model is None or not model.hf_repo:
             raise EngineError(f"model {binding.model!r} has no hf reference; the vllm_offline engine loads HF folders")
         if binding.kernel:
