@@ -8,11 +8,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-SPEC = """\
-schema_version: 1
-experiment: {id: study_c_tiny, title: "tiny composition phase"}
-seed: SEED
-decoding: {temperature: 0.0, max_tokens: MAXTOK, warmup: 0}
+QUICKSTART_DATASETS = """\
 datasets:
   harmful:
     format: advbench_csv
@@ -22,7 +18,15 @@ datasets:
     format: xstest_csv
     root: spec
     files: [{path: quickstart/xstest/xstest_prompts.csv}]
-tasks:
+"""
+"""The quickstart's AdvBench and XSTest files as a spec's ``datasets`` block (copied next to the spec: ``root: spec``)."""
+
+SPEC = """\
+schema_version: 1
+experiment: {id: study_c_tiny, title: "tiny composition phase"}
+seed: SEED
+decoding: {temperature: 0.0, max_tokens: MAXTOK, warmup: 0}
+""" + QUICKSTART_DATASETS + """tasks:
   targets:
     dataset: harmful
     domain: safety

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from composition_fixtures import QUICKSTART_DATASETS  # tests/composition_fixtures.py
+
 from batchsafe.runtime.launch.process import group_alive
 from batchsafe.runtime.launch.weights import weights_digest, weights_files
 
@@ -48,16 +50,7 @@ schema_version: 1
 experiment: {id: vllm_cpu_tp, title: "vLLM-CPU at TP 1 and 2 on a tiny random Llama"}
 seed: 42
 decoding: {temperature: 0.0, max_tokens: 8, warmup: 0}
-datasets:
-  harmful:
-    format: advbench_csv
-    root: spec
-    files: [{path: quickstart/advbench/harmful_behaviors.csv}]
-  borderline:
-    format: xstest_csv
-    root: spec
-    files: [{path: quickstart/xstest/xstest_prompts.csv}]
-tasks:
+""" + QUICKSTART_DATASETS + """tasks:
   advbench_refusal:
     {dataset: harmful, domain: safety, render: {kind: chat, template: "{goal}"}, scorer: refusal@2.2, select: {count: 1}}
   borderline:
