@@ -150,7 +150,8 @@ def check_statistics(ctx: Context) -> Stage:
     plan = ctx.plan
     proven_flips = ctx.flips if FLIPS in ctx.proven else None
     try:
-        res = analyze_scored(ctx.scored, flips=proven_flips, settings=plan.analysis, targets=plan.targets, plan_summary=plan.summary(),
+        res = analyze_scored(ctx.scored, flips=proven_flips, settings=plan.analysis, targets=plan.targets,
+                             plan_summary=plan.summary(),
                              title=str(plan.experiment.get("title") or plan.experiment.get("id") or ""),
                              phase_order=[p.id for p in plan.phases], plots=False, alignment=alignment_of(plan))
     except RecordError as exc:  # e.g. an output byte-identical to its baseline but scored differently
