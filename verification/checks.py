@@ -176,7 +176,7 @@ SHARED_OUTPUT_STRINGS = ("engine", "phase", "model", "finish_reason", "prompt", 
 
 
 def _share_repeats(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """``records`` with equal conditions and repeated strings held once (0.2 GB at 300k samples).
+    """``records`` with equal conditions and repeated strings held once (about 80 MiB at 300k samples).
 
     Conditions are equal when their JSON text is (1, 1.0 and true stay apart). The records
     are only read after this stage, so sharing one condition dict between them is safe.

@@ -76,8 +76,8 @@ def jsonl_problem(raw: bytes, name: str, *, canonical: bool, proven: bool = Fals
     """The first way ``raw`` departs from canonical JSON lines, naming the line; None if it does not.
 
     Whole-file checks run first at C speed (decode, ``\\r``, blank lines, then
-    ``core.jsonl.parse_plain``: one orjson call per line and one sorted dump of all
-    records); lines are canonicalised one by one only to name the first bad one.
+    ``core.jsonl.parse_plain``: one orjson call per line, then the records dumped again
+    a chunk per orjson call and compared in place); lines are canonicalised one by one only to name the first bad one.
     ``proven``: that parse was already done on these bytes when the schemas stage read them.
     """
     if proven:  # the schemas stage's parse checked all of the below on these bytes
@@ -97,7 +97,7 @@ def jsonl_problem(raw: bytes, name: str, *, canonical: bool, proven: bool = Fals
         return f"{name}:{raw.count(nl, 0, at) + 1}: blank line"
     if not canonical or not raw:
         return None
-    # Each line parsed on its own and one sorted dump of all (core.jsonl.parse_plain). One
+    # Each line parsed on its own and dumped again (core.jsonl.parse_plain). One
     # parse of the lines joined by commas would let a line break moved inside a record pass.
     plain = parse_plain(raw)
     if plain is not None and plain[1]:

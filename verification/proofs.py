@@ -11,22 +11,18 @@ always was, and the later stages name the difference with the same messages.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from batchsafe.analysis.flips import RecordError, dump_jsonl, flip_registry
 from batchsafe.analysis.records import FlipRow, ScoredSample
 from batchsafe.analysis.scoring import ScoringError, score_run, timings_from_bytes
 from batchsafe.core import layout
-from batchsafe.core.jsonl import canonical_lines
+from batchsafe.core.jsonl import CHUNK, lines_match
 
 from .columns import all_finite, rows_json
 
 # ``ctx`` below is a ``checks.Context``; not imported, because checks imports this module.
-
-_CHUNK = 8192
-"""Rows dumped and compared at a time: the dumps of all 300k rows at once held 0.7 GB."""
-
 
 def same_jsonl(rows: list[Any], raw: bytes) -> bool:
     """Whether ``raw`` is exactly ``dump_jsonl(rows)``, the canonical JSON lines of ``rows``.
@@ -41,16 +37,15 @@ def same_jsonl(rows: list[Any], raw: bytes) -> bool:
     """
     if not rows:
         return dump_jsonl(rows) == raw
-    model, at = type(rows[0]), 0
-    for i in range(0, len(rows), _CHUNK):
-        dumped = rows_json(rows[i:i + _CHUNK])
-        lines = canonical_lines(dumped) if all_finite(dumped, model) else None
-        if lines is None:
-            return dump_jsonl(rows) == raw
-        if not raw.startswith(lines, at):
-            return False
-        at += len(lines)
-    return at == len(raw)
+    model = type(rows[0])
+
+    def chunks() -> Iterator[list[dict[str, Any]] | None]:
+        for i in range(0, len(rows), CHUNK):  # the dumps of all 300k rows at once held 0.7 GB
+            dumped = rows_json(rows[i:i + CHUNK])
+            yield dumped if all_finite(dumped, model) else None
+
+    same = lines_match(raw, chunks())
+    return dump_jsonl(rows) == raw if same is None else same
 
 
 def rescore(ctx: Any, overrides: dict[str, str] | None = None) -> list[ScoredSample]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from batchsafe.core.artifact import check_version
 from batchsafe.core.errors import BatchsafeError
 
+from collections.abc import Iterable
 from typing import Any
 
 import re
@@ -61,8 +62,8 @@ def parse_lines_bulk(raw: bytes, where: str, what: str,
     """``parse_lines`` plus whether the same parse proves ``raw`` canonical (:func:`sorted_dump_matches`).
 
     The common file (LF endings, no blank line, every line one JSON value) is parsed line
-    by line with one orjson call per line and proven canonical with one dump of the whole
-    list; anything else takes the general path, which names the first bad line.
+    by line with one orjson call per line and proven canonical by dumping the records again
+    (a chunk per orjson call, compared in place); anything else takes the general path, which names the first bad line.
     """
     plain = parse_plain(raw)
     if plain is not None:
@@ -126,18 +127,33 @@ def sorted_dump_matches(raw: bytes, records: list[Any]) -> bool:
     return plain_layout(raw) and _dump_matches(raw, records)
 
 
-_CHUNK = 8192
-"""Records dumped per orjson call when proving a file: a dump of all of them at once is a second copy of the file."""
+CHUNK = 8192
+"""Records dumped per orjson call when comparing with a file: a dump of all of them at once is a second copy of it."""
 
 
 def _dump_matches(raw: bytes, records: list[Any]) -> bool:
     """:func:`sorted_dump_matches` for a ``raw`` already known to have the plain layout."""
+    # Records that are not objects are left unproven: every canonical JSON-lines artifact
+    # holds objects, and the callers' general path names such a line.
     if len(records) != raw.count(b"\n") or not all(type(r) is dict for r in records):
         return False
+    # Parsed JSON holds no NaN or infinity, so canonical_lines may answer for each chunk.
+    return lines_match(raw, (records[i:i + CHUNK] for i in range(0, len(records), CHUNK))) is True
+
+
+def lines_match(raw: bytes, chunks: Iterable[list[Any] | None]) -> bool | None:
+    """Whether ``raw`` is exactly the canonical lines (:func:`canonical_lines`) of ``chunks``' records, in order.
+
+    Each chunk's lines are compared in place with the next bytes of ``raw`` (no copy of the
+    file). None when a chunk is None or its lines are not settled fast (the caller then
+    compares the exact way); False at the first chunk that differs.
+    """
     at = 0
-    for i in range(0, len(records), _CHUNK):
-        lines = canonical_lines(records[i:i + _CHUNK])  # parsed JSON holds no NaN or infinity
-        if lines is None or not raw.startswith(lines, at):
+    for records in chunks:
+        lines = None if records is None else canonical_lines(records)
+        if lines is None:
+            return None
+        if not raw.startswith(lines, at):
             return False
         at += len(lines)
     return at == len(raw)

@@ -141,6 +141,6 @@ def test_chunked_proof_sees_an_edit_in_any_chunk(monkeypatch_chunk, rows, at, ju
 def monkeypatch_chunk():
     from batchsafe.core import jsonl
 
-    old, jsonl._CHUNK = jsonl._CHUNK, 2
+    old, jsonl.CHUNK = jsonl.CHUNK, 2
     yield
-    jsonl._CHUNK = old
+    jsonl.CHUNK = old

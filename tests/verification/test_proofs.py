@@ -63,7 +63,7 @@ def test_same_jsonl_compares_chunk_by_chunk(base, tmp_path, monkeypatch):
     d = materialize(base, tmp_path / "b")
     raw = (d / layout.SCORES).read_bytes()
     rows = read_scored(raw)
-    monkeypatch.setattr(proofs, "_CHUNK", 3)
+    monkeypatch.setattr(proofs, "CHUNK", 3)
     assert proofs.same_jsonl(rows, raw)
     assert not proofs.same_jsonl(rows, raw + b"\n")
     assert not proofs.same_jsonl(rows[:-1], raw)
