@@ -174,10 +174,6 @@ def probe_server(kind: str, endpoint: str | None) -> str | None:
         return f"{label} server at {base} is not reachable ({str(text).lower()})"
 
 
-def _kernel_env(plan: Plan, group: Group) -> dict[str, Any] | None:
-    return kernel_variant(plan, group.condition.kernel, phase=group.phase)
-
-
 def preflight(plan: Plan, groups: list[Group] | None = None) -> list[str]:
     """Problems that would stop the run, found before anything runs (empty list: go).
 
@@ -247,7 +243,7 @@ def preflight(plan: Plan, groups: list[Group] | None = None) -> list[str]:
                     # Only local files and none there: certain to fail, so say it now (remote ones are tried later).
                     paths = ", ".join(str(x.get("path")) for x in sources)
                     _add(problems, f"model {g.model!r} is not in the model cache and its local file is missing: {paths}")
-        var = _kernel_env(plan, g) if g.condition.kernel else None
+        var = kernel_variant(plan, g.condition.kernel, phase=g.phase)
         if var and (var.get("env") or var.get("flags")):
             _add(problems, f"engine {eng.name!r} (llamacpp) cannot apply kernel variant {g.condition.kernel!r} "
                            "(env/flags are fixed when llama.cpp is built and loaded)")

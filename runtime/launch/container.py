@@ -42,7 +42,7 @@ from batchsafe.runtime.launch.container_handle import LABEL, OWNER_LABEL, Contai
 from batchsafe.runtime.launch.process import LaunchError, free_port, port_taken
 from batchsafe.runtime.launch.record import ContainerInfo, LaunchRecord, next_seq
 from batchsafe.runtime.launch.vllm_process import (HOST, RESERVED_FLAGS, LaunchedServer, binding_settings,
-                                                   checked_weights, expand_path, server_args)
+                                                   checked_weights, expand_path, launched_engine, server_args)
 
 MODEL_MOUNT = "/model"
 HF_MOUNT = "/root/.cache/huggingface"
@@ -262,7 +262,7 @@ def prepare(plan: Any, engine: str, model: Any, kernel: dict[str, Any] | None, c
             tp: dict[str, Any] | None = None) -> ContainerRequest:
     """The container request of ``engine`` serving ``model`` (a plan ResolvedModel) with ``kernel``
     (and the plan's tensor-parallel variant ``tp``, whose flags/env come last, as for processes)."""
-    eng = next(e for e in plan.engines if e.name == engine)
+    eng = launched_engine(plan, engine)
     loc = plan.locators.launch.get(engine) or {}
     image = eng.config.get("image")
     if not image:

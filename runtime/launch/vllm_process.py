@@ -25,6 +25,7 @@ from typing import Any
 
 import httpx
 
+from batchsafe.compiler.plan_lookup import engine_of
 from batchsafe.runtime.launch import tensor_parallel
 from batchsafe.runtime.launch.process import LaunchError, ServerProcess, free_port, log_tail, port_taken
 from batchsafe.runtime.launch.record import LaunchRecord, next_seq
@@ -102,11 +103,19 @@ def server_args(model: str, served_name: str, port: int, flags: list[str], extra
             "--host", HOST, "--port", str(port), *flags]
 
 
+def launched_engine(plan: Any, engine: str) -> Any:
+    """The plan's entry (``ResolvedEngine``) of the engine a server is launched for; LaunchError if it has none."""
+    eng = engine_of(plan, engine)
+    if eng is None:
+        raise LaunchError(f"the plan defines no engine {engine!r}")
+    return eng
+
+
 def prepare(plan: Any, engine: str, model: Any, kernel: dict[str, Any] | None, cache_dir: str | None = None,
             tp: dict[str, Any] | None = None) -> LaunchRequest:
     """The launch request of ``engine`` serving ``model`` (a plan ResolvedModel) with ``kernel``
     and the plan's TP variant ``tp`` (``{"size", "flags", "env"}``, added last)."""
-    eng = next(e for e in plan.engines if e.name == engine)
+    eng = launched_engine(plan, engine)
     loc = plan.locators.launch.get(engine) or {}
     if not loc.get("python") or not loc.get("model_dir"):
         raise LaunchError(f"engine {engine!r} launches a process but the plan's locators lack launch.python "

@@ -162,3 +162,8 @@ def test_only_containers_of_a_gone_owner_on_this_host_count_as_orphans() -> None
     assert not _owner_gone(f"{host}:{os.getpid()}")  # alive: keep
     assert not _owner_gone(f"other-host:{dead.pid}")  # another machine's container on a shared daemon
     assert not _owner_gone("") and not _owner_gone(f"{host}:x")
+
+
+def test_a_container_for_an_engine_the_plan_lacks_is_refused(plan) -> None:
+    with pytest.raises(LaunchError, match="the plan defines no engine 'nope'"):
+        prepare(plan, "nope", plan.models[0], None)

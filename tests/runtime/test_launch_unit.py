@@ -154,3 +154,10 @@ def test_wait_healthy_reports_an_early_exit_and_a_timeout_with_the_log_tail(tmp_
         wait_healthy(url, 30, "my server", log, exited=lambda: 3, tail=lambda: "last words")
     with pytest.raises(LaunchError, match=r"(?s)my server was not ready within 0\.6 s \(GET .*/health: ConnectError.*tail"):
         wait_healthy(url, 0.6, "my server", log, exited=lambda: None, tail=lambda: "tail")
+
+
+def test_a_server_for_an_engine_the_plan_lacks_is_refused(plan) -> None:
+    from batchsafe.runtime.launch.process import LaunchError
+
+    with pytest.raises(LaunchError, match="the plan defines no engine 'nope'"):
+        prepare(plan, "nope", plan.models[0], None)
